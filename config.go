@@ -1,0 +1,314 @@
+package oboexchange
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// The two exchange flows.
+const (
+	flowRFC8693 = "rfc8693"
+	flowEntra   = "entra"
+)
+
+// Client authentication methods at the token endpoint (RFC 8414 names).
+const (
+	authBasic = "client_secret_basic"
+	authPost  = "client_secret_post"
+	authNone  = "none"
+)
+
+const tokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+
+// reservedParams are the form parameters the plugin writes itself; extraParams cannot set them.
+var reservedParams = []string{
+	"grant_type", "subject_token", "subject_token_type", "actor_token", "actor_token_type",
+	"requested_token_type", "audience", "resource", "scope", "assertion", "requested_token_use",
+	"client_id", "client_secret", "client_assertion", "client_assertion_type",
+}
+
+// settings is a validated configuration with its defaults applied.
+type settings struct {
+	// What shapes the exchange and the cache: instances whose values are all equal share an
+	// exchanger (see fingerprint).
+	flow               string
+	endpoint           *url.URL
+	clientID           string
+	clientSecret       string
+	clientSecretFile   string
+	authMethod         string
+	audience           []string
+	resource           []string
+	scopes             []string
+	subjectTokenType   string
+	requestedTokenType string
+	extraParams        map[string]string
+	timeout            time.Duration
+	maxEntries         int
+	margin             time.Duration
+	negativeTTL        time.Duration
+	maxConcurrent      int
+
+	// What belongs to one middleware instance.
+	sources        []source
+	upstreamHeader string
+	logLevel       int
+}
+
+// parseConfig checks every option and applies the defaults that depend on others. Each error
+// names the option and says how to fix it: Traefik logs it and drops the routers that use the
+// middleware.
+func parseConfig(c *Config) (*settings, error) {
+	if c == nil {
+		return nil, errors.New("the configuration is empty: set at least tokenEndpoint and clientId")
+	}
+	s := &settings{
+		flow:               strings.ToLower(strings.TrimSpace(c.Flow)),
+		clientID:           strings.TrimSpace(c.ClientID),
+		clientSecret:       c.ClientSecret,
+		clientSecretFile:   strings.TrimSpace(c.ClientSecretFile),
+		authMethod:         strings.ToLower(strings.TrimSpace(c.ClientAuthMethod)),
+		audience:           cleanList(c.Audience, false),
+		resource:           cleanList(c.Resource, false),
+		scopes:             cleanList(c.Scopes, true),
+		subjectTokenType:   strings.TrimSpace(c.SubjectTokenType),
+		requestedTokenType: strings.TrimSpace(c.RequestedTokenType),
+		maxEntries:         c.CacheMaxEntries,
+		maxConcurrent:      c.MaxConcurrentExchanges,
+	}
+	checks := []func(*settings, *Config) error{
+		parseFlow, parseEndpoint, parseClient, parseTargets, parseExtraParams, parseDurations,
+		parseLimits, parseSources, parseLogLevel,
+	}
+	for _, check := range checks {
+		if err := check(s, c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func parseFlow(s *settings, _ *Config) error {
+	switch s.flow {
+	case "":
+		s.flow = flowRFC8693
+	case flowRFC8693, flowEntra:
+	default:
+		return fmt.Errorf("flow: unknown value %q; use %q (OAuth 2.0 Token Exchange) or %q (Microsoft Entra ID On-Behalf-Of)", s.flow, flowRFC8693, flowEntra)
+	}
+	return nil
+}
+
+func parseEndpoint(s *settings, c *Config) error {
+	raw := strings.TrimSpace(c.TokenEndpoint)
+	if raw == "" {
+		return errors.New("tokenEndpoint is required: set it to the authorization server's token endpoint, for example https://idp.example.com/oauth2/token")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("tokenEndpoint: %q is not an absolute URL; write it in full, for example https://idp.example.com/oauth2/token", raw)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return fmt.Errorf("tokenEndpoint: scheme %q is not supported; use https", u.Scheme)
+	}
+	if u.User != nil {
+		return errors.New("tokenEndpoint: remove the user information from the URL; set clientId and clientSecret (or clientSecretFile) instead")
+	}
+	if u.Fragment != "" {
+		return errors.New("tokenEndpoint: remove the #fragment from the URL")
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !c.AllowInsecureTokenEndpoint {
+		return fmt.Errorf("tokenEndpoint: %s uses http, which would send the client secret and the users' tokens in clear text; use https (http is accepted only on a loopback host, or with allowInsecureTokenEndpoint: true)", u.Redacted())
+	}
+	s.endpoint = u
+	return nil
+}
+
+// isLoopback reports whether a host name stays on this machine.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func parseClient(s *settings, _ *Config) error {
+	if s.clientID == "" {
+		return errors.New("clientId is required: set it to the gateway's client id at the authorization server")
+	}
+	if s.clientSecret != "" && s.clientSecretFile != "" {
+		return errors.New("clientSecret and clientSecretFile are both set: keep one (clientSecretFile keeps the secret out of Traefik's configuration log)")
+	}
+	if s.authMethod == "" {
+		s.authMethod = authBasic
+		if s.flow == flowEntra {
+			s.authMethod = authPost
+		}
+	}
+	hasSecret := s.clientSecret != "" || s.clientSecretFile != ""
+	switch s.authMethod {
+	case authBasic, authPost:
+		if !hasSecret {
+			return fmt.Errorf("clientSecret or clientSecretFile is required with clientAuthMethod %q (set clientAuthMethod: none for a public client)", s.authMethod)
+		}
+	case authNone:
+		if hasSecret {
+			return errors.New(`clientAuthMethod "none" sends no secret, but a client secret is set: remove it, or use client_secret_basic or client_secret_post`)
+		}
+	default:
+		return fmt.Errorf("clientAuthMethod: unknown value %q; use %q, %q or %q", s.authMethod, authBasic, authPost, authNone)
+	}
+	return nil
+}
+
+func parseTargets(s *settings, _ *Config) error {
+	if s.flow == flowEntra {
+		if len(s.scopes) == 0 {
+			return errors.New(`scopes is required with flow "entra": set the downstream API's scope, for example api://backend-app-id/.default`)
+		}
+		if len(s.audience) > 0 || len(s.resource) > 0 {
+			return errors.New(`audience and resource are RFC 8693 parameters; with flow "entra" name the downstream API in scopes`)
+		}
+		if s.subjectTokenType != "" || s.requestedTokenType != "" {
+			return errors.New(`subjectTokenType and requestedTokenType are RFC 8693 parameters; remove them with flow "entra"`)
+		}
+		return nil
+	}
+	for _, r := range s.resource {
+		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
+			return fmt.Errorf("resource: %q is not an absolute URI without a fragment (RFC 8693 section 2.1); to name a service by a logical name, use audience", r)
+		}
+	}
+	if s.subjectTokenType == "" {
+		s.subjectTokenType = tokenTypeAccessToken
+	}
+	return nil
+}
+
+func parseExtraParams(s *settings, c *Config) error {
+	s.extraParams = map[string]string{}
+	for k, v := range c.ExtraParams {
+		name := strings.TrimSpace(k)
+		if name == "" {
+			return errors.New("extraParams: a parameter has an empty name")
+		}
+		for _, r := range reservedParams {
+			if strings.EqualFold(name, r) {
+				return fmt.Errorf("extraParams: %q is set by the plugin itself and cannot be overridden; use the matching option (flow, clientId, audience, resource, scopes, subjectTokenType, requestedTokenType)", name)
+			}
+		}
+		s.extraParams[name] = v
+	}
+	return nil
+}
+
+func parseDurations(s *settings, c *Config) error {
+	var err error
+	if s.timeout, err = parseDuration("timeout", c.Timeout, "10s"); err != nil {
+		return err
+	}
+	if s.timeout <= 0 {
+		return fmt.Errorf("timeout: %q must be above zero, for example 10s", c.Timeout)
+	}
+	if s.margin, err = parseDuration("expiryMargin", c.ExpiryMargin, "30s"); err != nil {
+		return err
+	}
+	if s.negativeTTL, err = parseDuration("negativeCacheTTL", c.NegativeCacheTTL, "10s"); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parseDuration reads a Go duration ("10s", "1m30s"); an empty value takes the default.
+func parseDuration(field, value, def string) (time.Duration, error) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		value = def
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a duration; write it as Go does, for example %s or 1m30s", field, value, def)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%s: %q is negative", field, value)
+	}
+	return d, nil
+}
+
+func parseLimits(s *settings, _ *Config) error {
+	if s.maxEntries < 0 {
+		return fmt.Errorf("cacheMaxEntries: %d is negative; use 0 to disable the cache", s.maxEntries)
+	}
+	if s.maxConcurrent < 1 {
+		return fmt.Errorf("maxConcurrentExchanges: %d must be at least 1", s.maxConcurrent)
+	}
+	return nil
+}
+
+func parseSources(s *settings, c *Config) error {
+	list := cleanList(c.TokenSources, false)
+	if len(list) == 0 {
+		list = []string{"header:Authorization"}
+	}
+	for _, item := range list {
+		src, err := parseSource(item)
+		if err != nil {
+			return err
+		}
+		s.sources = append(s.sources, src)
+	}
+	s.upstreamHeader = strings.TrimSpace(c.UpstreamHeader)
+	if s.upstreamHeader == "" {
+		s.upstreamHeader = "Authorization"
+	}
+	if !isHeaderName(s.upstreamHeader) {
+		return fmt.Errorf("upstreamHeader: %q is not a valid header name", s.upstreamHeader)
+	}
+	return nil
+}
+
+// isHeaderName reports whether s is an RFC 9110 field name (a token).
+func isHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func parseLogLevel(s *settings, c *Config) error {
+	level, ok := logLevels[strings.ToLower(strings.TrimSpace(c.LogLevel))]
+	if !ok {
+		return fmt.Errorf("logLevel: unknown value %q; use debug, info, warn, error or off", c.LogLevel)
+	}
+	s.logLevel = level
+	return nil
+}
+
+// cleanList trims the entries of a list option and drops empty ones. Traefik hands a list over as
+// YAML items or as one comma-separated string; with split set, items are also split at spaces, so
+// that scopes can be written "openid profile" as well.
+func cleanList(in []string, split bool) []string {
+	var out []string
+	for _, item := range in {
+		if split {
+			out = append(out, strings.Fields(item)...)
+			continue
+		}
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}

@@ -1,0 +1,226 @@
+package oboexchange
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Where a subject token can be read from: tokenSources entries are "header:<Name>",
+// "query:<name>" or "cookie:<name>".
+const (
+	sourceHeader = "header"
+	sourceQuery  = "query"
+	sourceCookie = "cookie"
+)
+
+// maxTokenLength bounds the subject token. Real access tokens stay well under it (a large Entra
+// token with many group claims is about 8 KiB); anything longer is refused before it is hashed
+// or sent anywhere.
+const maxTokenLength = 16 * 1024
+
+// source is one place a subject token may come from.
+type source struct {
+	kind string // sourceHeader, sourceQuery or sourceCookie
+	name string // canonical header name, query parameter or cookie name
+	// scheme is true when the header value must be "Bearer <token>" (the Authorization header);
+	// other headers carry the token itself, optionally behind "Bearer ".
+	scheme bool
+}
+
+// credential is a subject token and the source it came from, so that it can be removed there.
+type credential struct {
+	token string
+	src   *source
+}
+
+func parseSource(s string) (source, error) {
+	kind, name, ok := strings.Cut(strings.TrimSpace(s), ":")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" {
+		return source{}, fmt.Errorf("tokenSources: %q is not of the form header:<Name>, query:<name> or cookie:<name>", s)
+	}
+	switch strings.ToLower(kind) {
+	case sourceHeader:
+		canonical := http.CanonicalHeaderKey(name)
+		return source{kind: sourceHeader, name: canonical, scheme: canonical == "Authorization"}, nil
+	case sourceQuery:
+		return source{kind: sourceQuery, name: name}, nil
+	case sourceCookie:
+		return source{kind: sourceCookie, name: name}, nil
+	}
+	return source{}, fmt.Errorf("tokenSources: unknown source kind %q in %q; use header, query or cookie", kind, s)
+}
+
+// extractCredential finds the one credential of the request. RFC 6750 section 2 forbids sending a
+// token by more than one method, so two sources carrying a value is a malformed request, as is a
+// repeated header or parameter: which of them would be the user's?
+func extractCredential(req *http.Request, sources []source) (credential, *failure) {
+	if len(sources) == 1 && sources[0].kind == sourceHeader {
+		// The common case, kept short: one header.
+		values := req.Header[sources[0].name]
+		if len(values) == 0 {
+			return credential{}, errMissingToken
+		}
+		return headerCredential(values, &sources[0])
+	}
+	var found credential
+	for i := range sources {
+		src := &sources[i]
+		values := src.values(req)
+		if len(values) == 0 {
+			continue
+		}
+		if found.src != nil {
+			return credential{}, errMalformed("credentials in more than one place")
+		}
+		c, f := headerCredential(values, src)
+		if f != nil {
+			return credential{}, f
+		}
+		found = c
+	}
+	if found.src == nil {
+		return credential{}, errMissingToken
+	}
+	return found, nil
+}
+
+// headerCredential reads the token out of the values found at one source. It checks only what the
+// cache-hit path needs (one value, the scheme, a bounded length); the full token syntax is checked
+// by checkSubjectToken before anything is sent to the authorization server, and a token that fails
+// it is never cached, so a cache hit implies a well-formed token.
+func headerCredential(values []string, src *source) (credential, *failure) {
+	if len(values) != 1 {
+		return credential{}, errMalformed("several values for " + src.String())
+	}
+	v := values[0]
+	if src.kind == sourceHeader {
+		if len(v) > 7 && v[6] == ' ' && strings.EqualFold(v[:6], "Bearer") {
+			v = v[7:]
+		} else if src.scheme {
+			return credential{}, errMalformed("the Authorization header does not hold a Bearer credential")
+		}
+	}
+	if v == "" {
+		return credential{}, errMalformed("empty token in " + src.String())
+	}
+	if len(v) > maxTokenLength {
+		return credential{}, errMalformed("token longer than 16 KiB in " + src.String())
+	}
+	return credential{token: v, src: src}, nil
+}
+
+// values returns every value the request carries at this source.
+func (s *source) values(req *http.Request) []string {
+	switch s.kind {
+	case sourceHeader:
+		return req.Header[s.name]
+	case sourceQuery:
+		return queryValues(req.URL.RawQuery, s.name)
+	}
+	var out []string
+	for _, c := range req.Cookies() {
+		if c.Name == s.name {
+			out = append(out, c.Value)
+		}
+	}
+	return out
+}
+
+func (s *source) String() string {
+	return s.kind + ":" + s.name
+}
+
+// strip removes the credential from where it was read, so the original token never reaches the
+// backend. Other query parameters and cookies are kept byte for byte.
+func (c credential) strip(req *http.Request) {
+	switch c.src.kind {
+	case sourceHeader:
+		req.Header.Del(c.src.name)
+	case sourceQuery:
+		req.URL.RawQuery = withoutQueryParam(req.URL.RawQuery, c.src.name)
+		req.RequestURI = req.URL.RequestURI()
+	case sourceCookie:
+		stripCookie(req, c.src.name)
+	}
+}
+
+// queryValues returns the values of one parameter in a raw query; a part that does not decode is
+// skipped, as url.ParseQuery does.
+func queryValues(rawQuery, name string) []string {
+	var out []string
+	for _, part := range strings.Split(rawQuery, "&") {
+		k, v, _ := strings.Cut(part, "=")
+		if key, err := url.QueryUnescape(k); err != nil || key != name {
+			continue
+		}
+		if value, err := url.QueryUnescape(v); err == nil {
+			out = append(out, value)
+		}
+	}
+	return out
+}
+
+// withoutQueryParam removes every occurrence of one parameter from a raw query.
+func withoutQueryParam(rawQuery, name string) string {
+	var kept []string
+	for _, part := range strings.Split(rawQuery, "&") {
+		k, _, _ := strings.Cut(part, "=")
+		if key, err := url.QueryUnescape(k); err == nil && key == name {
+			continue
+		}
+		kept = append(kept, part)
+	}
+	return strings.Join(kept, "&")
+}
+
+// stripCookie removes one cookie from the Cookie headers, keeping the others as sent.
+func stripCookie(req *http.Request, name string) {
+	var kept []string
+	for _, line := range req.Header["Cookie"] {
+		for _, part := range strings.Split(line, ";") {
+			part = strings.TrimSpace(part)
+			k, _, _ := strings.Cut(part, "=")
+			if part == "" || strings.TrimSpace(k) == name {
+				continue
+			}
+			kept = append(kept, part)
+		}
+	}
+	req.Header.Del("Cookie")
+	if len(kept) > 0 {
+		req.Header.Set("Cookie", strings.Join(kept, "; "))
+	}
+}
+
+// checkSubjectToken runs before a token is sent to the authorization server: the token must be an
+// RFC 6750 b64token (letters, digits, "-._~+/", then optional "="), and if it is a JWT whose exp
+// has passed, the authorization server need not be asked (the answer could only be invalid_grant).
+func checkSubjectToken(token string, now time.Time) *failure {
+	if !isB64Token(token) {
+		return errMalformed("the token is not an RFC 6750 b64token")
+	}
+	if exp, ok := jwtExpiry(token); ok && !exp.After(now) {
+		return errExpiredToken
+	}
+	return nil
+}
+
+func isB64Token(s string) bool {
+	body := strings.TrimRight(s, "=")
+	if body == "" {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,133 @@
+package oboexchange
+
+import (
+	"encoding/base64"
+	"net/http"
+)
+
+// failure is why a request is not forwarded: what the client is told (a status, a challenge and
+// a short fixed JSON body that never holds a token, a secret or the server's own words) and what
+// the operator's log line says. It is a plain struct rather than an error type, because Yaegi
+// mishandles errors.As on types defined by an interpreted package.
+type failure struct {
+	status     int
+	challenge  string // WWW-Authenticate value, for a 401
+	retryAfter string // Retry-After value, for a 503
+	body       []byte
+
+	// cacheable marks a rejection of the subject token itself (invalid_grant), which the negative
+	// cache remembers.
+	cacheable bool
+
+	// For the log line only.
+	reason           string // what happened, in the plugin's words
+	oauthError       string // the authorization server's error code
+	oauthDescription string // the authorization server's error_description
+}
+
+// The client-facing answers. Each body is fixed text, so nothing from the request or the
+// authorization server can reach it.
+var (
+	errMissingToken = &failure{
+		status:    http.StatusUnauthorized,
+		challenge: "Bearer",
+		body:      jsonError("unauthorized", "A bearer token is required."),
+		reason:    "no credential in the request",
+	}
+	errExpiredToken = &failure{
+		status:    http.StatusUnauthorized,
+		challenge: `Bearer error="invalid_token"`,
+		body:      jsonError("invalid_token", "The token has expired."),
+		reason:    "the subject token's exp has passed; not exchanged",
+	}
+	errBusy = &failure{
+		status:     http.StatusServiceUnavailable,
+		retryAfter: "1",
+		body:       jsonError("token_exchange_busy", "Too many token exchanges are in progress; retry shortly."),
+		reason:     "maxConcurrentExchanges reached",
+	}
+)
+
+// errMalformed is the answer to a credential that is present but unusable.
+func errMalformed(reason string) *failure {
+	return &failure{
+		status:    http.StatusUnauthorized,
+		challenge: `Bearer error="invalid_request"`,
+		body:      jsonError("invalid_request", "The bearer credential is malformed."),
+		reason:    reason,
+	}
+}
+
+// errRejected is the answer when the authorization server refused the subject token itself
+// (invalid_grant): for the client, its token is no longer good.
+func errRejected(oauthError, description string) *failure {
+	return &failure{
+		status:           http.StatusUnauthorized,
+		challenge:        `Bearer error="invalid_token"`,
+		body:             jsonError("invalid_token", "The token was rejected by the authorization server."),
+		reason:           "subject token rejected",
+		oauthError:       oauthError,
+		oauthDescription: description,
+	}
+}
+
+// errClaimsChallenge is the answer when Entra ID needs the user to step up (multi-factor
+// authentication, a Conditional Access policy) or to consent. As Microsoft documents for a middle
+// tier, the client gets a 401 with error="insufficient_claims" and the claims challenge
+// base64-encoded, so that it can obtain a new token that satisfies it and retry.
+func errClaimsChallenge(oauthError, description, claims string) *failure {
+	challenge := `Bearer error="insufficient_claims"`
+	if claims != "" {
+		challenge += `, claims="` + base64.StdEncoding.EncodeToString([]byte(claims)) + `"`
+	}
+	return &failure{
+		status:           http.StatusUnauthorized,
+		challenge:        challenge,
+		body:             jsonError("insufficient_claims", "The user must satisfy further conditions (multi-factor authentication or consent) for this API."),
+		reason:           "the authorization server requires user interaction",
+		oauthError:       oauthError,
+		oauthDescription: description,
+	}
+}
+
+// errExchangeFailed is the answer to everything that is the gateway's or the authorization
+// server's fault: a configuration the server refuses, a server error, an unusable answer.
+func errExchangeFailed(reason, oauthError, description string) *failure {
+	return &failure{
+		status:           http.StatusBadGateway,
+		body:             jsonError("token_exchange_failed", "The token exchange failed."),
+		reason:           reason,
+		oauthError:       oauthError,
+		oauthDescription: description,
+	}
+}
+
+// errTimeout is the answer when the exchange did not finish within the configured timeout.
+func errTimeout(reason string) *failure {
+	return &failure{
+		status: http.StatusGatewayTimeout,
+		body:   jsonError("token_exchange_timeout", "The authorization server did not answer in time."),
+		reason: reason,
+	}
+}
+
+// jsonError renders an OAuth-style error body. The arguments are constants of this package, so
+// no escaping is needed.
+func jsonError(code, description string) []byte {
+	return []byte(`{"error":"` + code + `","error_description":"` + description + `"}`)
+}
+
+// reject writes the failure's answer to the client.
+func (m *Middleware) reject(rw http.ResponseWriter, f *failure) {
+	h := rw.Header()
+	if f.challenge != "" {
+		h.Set("WWW-Authenticate", f.challenge)
+	}
+	if f.retryAfter != "" {
+		h.Set("Retry-After", f.retryAfter)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	rw.WriteHeader(f.status)
+	_, _ = rw.Write(f.body)
+}

@@ -1,0 +1,217 @@
+package oboexchange
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// exchanger is the state shared by every middleware instance with the same exchange settings:
+// the token endpoint client (with its connection pool), the cache, the exchanges in flight.
+// Traefik calls New for each router using the middleware and again on every configuration
+// reload, so this state lives in a package-level registry, keyed by a fingerprint of the
+// settings, rather than in the instance.
+type exchanger struct {
+	fingerprint string
+	endpoint    *endpointClient
+	flow        string
+	host        string
+	cache       *cache
+	margin      time.Duration
+	negativeTTL time.Duration
+
+	maxConcurrent int64
+	active        atomic.Int64 // exchanges running now
+
+	flightsMu sync.Mutex
+	flights   map[[32]byte]*flight
+
+	// Guarded by registryMu.
+	refs      int       // live middleware instances using this exchanger
+	idleSince time.Time // when refs dropped to zero
+}
+
+// flight is one exchange in progress; requests for the same subject token wait for it.
+type flight struct {
+	done    chan struct{}
+	entry   *entry
+	failure *failure
+}
+
+// obtain returns the entry for a subject token the cache does not hold. Concurrent calls for the
+// same token share one exchange (single flight): the first runs it, the others wait for its result,
+// which the timeout bounds.
+func (x *exchanger) obtain(token string, key [32]byte, log *logger) (*entry, *failure) {
+	x.flightsMu.Lock()
+	if fl := x.flights[key]; fl != nil {
+		x.flightsMu.Unlock()
+		<-fl.done
+		return fl.entry, fl.failure
+	}
+	fl := &flight{done: make(chan struct{})}
+	x.flights[key] = fl
+	x.flightsMu.Unlock()
+
+	// An exchange that finished between our cache miss and taking the flight has filled the cache.
+	if e := x.cache.get(key, time.Now().UnixNano()); e != nil {
+		fl.entry = e
+	} else {
+		fl.entry, fl.failure = x.run(token, key, log)
+	}
+
+	x.flightsMu.Lock()
+	delete(x.flights, key)
+	x.flightsMu.Unlock()
+	close(fl.done)
+	return fl.entry, fl.failure
+}
+
+// run performs one exchange within the concurrency bound, caches its outcome and logs it.
+func (x *exchanger) run(token string, key [32]byte, log *logger) (*entry, *failure) {
+	if x.active.Add(1) > x.maxConcurrent {
+		x.active.Add(-1)
+		log.printf(levelWarn, "token exchange refused", "reason", errBusy.reason, "subject", tokenHash(token))
+		return nil, errBusy
+	}
+	start := time.Now()
+	res, f := x.endpoint.exchange(token)
+	x.active.Add(-1)
+	now := time.Now()
+	latency := now.Sub(start).Round(time.Millisecond).String()
+
+	if f != nil {
+		level := levelError
+		if f.status == 401 {
+			level = levelWarn
+		}
+		log.printf(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
+			"reason", f.reason, "error", f.oauthError, "error_description", f.oauthDescription,
+			"latency", latency, "subject", tokenHash(token))
+		if f.cacheable && x.negativeTTL > 0 {
+			x.cache.put(key, &entry{rejection: f, expires: now.Add(x.negativeTTL).UnixNano()}, now)
+		}
+		return nil, f
+	}
+
+	e := &entry{header: res.header}
+	subjectExp, _ := jwtExpiry(token)
+	until, ok := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
+	cached := "no"
+	if ok {
+		e.expires = until.UnixNano()
+		x.cache.put(key, e, now)
+		cached = until.Sub(now).Round(time.Second).String()
+	}
+	log.printf(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", latency,
+		"cached_for", cached, "subject", tokenHash(token))
+	return e, nil
+}
+
+// The registry of exchangers, shared by every instance of the plugin in this Traefik.
+var (
+	registryMu sync.Mutex
+	registry   = map[string]*exchanger{}
+)
+
+// An exchanger no instance uses is kept for idleGrace, because Traefik cancels the old
+// configuration's context before it creates the new configuration's middlewares; at most
+// maxIdle such exchangers are kept, so memory stays bounded across any number of reloads.
+const (
+	idleGrace = time.Minute
+	maxIdle   = 8
+)
+
+// acquireExchanger returns the exchanger for these settings, creating it if needed.
+func acquireExchanger(s *settings) (*exchanger, error) {
+	fp := fingerprint(s)
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	sweepIdle(time.Now())
+	x := registry[fp]
+	if x == nil {
+		x = newExchanger(fp, s)
+	}
+	if err := x.endpoint.secret.load(); err != nil {
+		return nil, err
+	}
+	registry[fp] = x
+	x.refs++
+	return x, nil
+}
+
+func newExchanger(fp string, s *settings) *exchanger {
+	return &exchanger{
+		fingerprint:   fp,
+		endpoint:      newEndpointClient(s),
+		flow:          s.flow,
+		host:          s.endpoint.Host,
+		cache:         newCache(s.maxEntries),
+		margin:        s.margin,
+		negativeTTL:   s.negativeTTL,
+		maxConcurrent: int64(s.maxConcurrent),
+		flights:       map[[32]byte]*flight{},
+	}
+}
+
+// releaseExchanger is called when the context of a middleware instance is cancelled.
+func releaseExchanger(x *exchanger) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	x.refs--
+	if x.refs == 0 {
+		x.idleSince = time.Now()
+	}
+}
+
+// sweepIdle drops the exchangers that have been unused for longer than idleGrace, and the oldest
+// idle ones beyond maxIdle. It runs with registryMu held.
+func sweepIdle(now time.Time) {
+	var idle []*exchanger
+	for fp, x := range registry {
+		if x.refs > 0 {
+			continue
+		}
+		if now.Sub(x.idleSince) > idleGrace {
+			drop(fp, x)
+			continue
+		}
+		idle = append(idle, x)
+	}
+	for len(idle) > maxIdle {
+		oldest := 0
+		for i, x := range idle {
+			if x.idleSince.Before(idle[oldest].idleSince) {
+				oldest = i
+			}
+		}
+		drop(idle[oldest].fingerprint, idle[oldest])
+		idle = append(idle[:oldest], idle[oldest+1:]...)
+	}
+}
+
+func drop(fp string, x *exchanger) {
+	delete(registry, fp)
+	x.endpoint.http.CloseIdleConnections()
+}
+
+// fingerprint identifies the settings that shape the exchange and the cache. Two instances share
+// an exchanger, and so cached tokens, only when all of these are equal. The secret is included
+// through its hash, so a changed secret starts a new cache rather than serving tokens obtained
+// with the old one.
+func fingerprint(s *settings) string {
+	secret := sha256.Sum256([]byte(s.clientSecret))
+	fields := []interface{}{
+		s.flow, s.endpoint.String(), s.clientID, hex.EncodeToString(secret[:]), s.clientSecretFile,
+		s.authMethod, s.audience, s.resource, s.scopes, s.subjectTokenType, s.requestedTokenType,
+		s.extraParams, s.timeout.String(), s.maxEntries, s.margin.String(), s.negativeTTL.String(),
+		s.maxConcurrent,
+	}
+	// json.Marshal sorts map keys and quotes every string, so the encoding is unambiguous.
+	b, _ := json.Marshal(fields)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

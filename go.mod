@@ -1,0 +1,3 @@
+module github.com/oboexchange/oboexchange
+
+go 1.22

@@ -1,0 +1,228 @@
+package oboexchange
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Test credentials. captureLogs checks that none of them, nor any token made by testJWT or
+// opaqueToken, ever reaches a log line.
+const (
+	testClientID     = "gateway:client"
+	testClientSecret = "s3cr:et%+/with space"
+	userToken        = "user-access-token-0123456789abcdef"
+	exchangedToken   = "exchanged-token-for-backend-abcdef"
+)
+
+var (
+	secretsMu sync.Mutex
+	secrets   = []string{testClientSecret, userToken, exchangedToken}
+)
+
+// remember registers a value that must never be logged.
+func remember(v string) string {
+	secretsMu.Lock()
+	secrets = append(secrets, v)
+	secretsMu.Unlock()
+	return v
+}
+
+// logBuffer collects what the plugin logs during one test.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// captureLogs sends the plugin's log lines to a buffer for the duration of the test and, at its
+// end, fails the test if any of them holds a token or a secret.
+func captureLogs(t *testing.T) *logBuffer {
+	t.Helper()
+	b := &logBuffer{}
+	logMu.Lock()
+	previous := logOutput
+	logOutput = b
+	logMu.Unlock()
+	t.Cleanup(func() {
+		logMu.Lock()
+		logOutput = previous
+		logMu.Unlock()
+		out := b.String()
+		secretsMu.Lock()
+		defer secretsMu.Unlock()
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Errorf("a token or secret reached the log: %q", s)
+			}
+		}
+	})
+	return b
+}
+
+// recorded is one request the fake token endpoint received.
+type recorded struct {
+	form   url.Values
+	header http.Header
+}
+
+// tokenServer is an httptest token endpoint that records each request and answers with respond.
+type tokenServer struct {
+	srv     *httptest.Server
+	calls   atomic.Int32
+	mu      sync.Mutex
+	reqs    []recorded
+	respond func(w http.ResponseWriter, r *http.Request)
+}
+
+func newTokenServer(t *testing.T, respond func(w http.ResponseWriter, r *http.Request)) *tokenServer {
+	t.Helper()
+	ts := &tokenServer{respond: respond}
+	ts.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		ts.mu.Lock()
+		ts.reqs = append(ts.reqs, recorded{form: r.PostForm, header: r.Header.Clone()})
+		ts.mu.Unlock()
+		ts.calls.Add(1)
+		ts.respond(w, r)
+	}))
+	t.Cleanup(func() { ts.srv.Close() })
+	return ts
+}
+
+func (ts *tokenServer) url() string { return ts.srv.URL + "/oauth2/token" }
+
+func (ts *tokenServer) count() int { return int(ts.calls.Load()) }
+
+func (ts *tokenServer) last(t *testing.T) recorded {
+	t.Helper()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.reqs) == 0 {
+		t.Fatal("the token endpoint received no request")
+	}
+	return ts.reqs[len(ts.reqs)-1]
+}
+
+// answer writes a JSON body with a status.
+func answer(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+// issue answers every request with the same token and lifetime.
+func issue(token string, expiresIn int) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		answer(w, 200, `{"access_token":"`+token+`","token_type":"Bearer","expires_in":`+itoa(expiresIn)+`}`)
+	}
+}
+
+// issuePerSubject answers with a token derived from the subject token, so tests can tell users apart.
+func issuePerSubject(expiresIn int) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		subject := r.PostForm.Get("subject_token") + r.PostForm.Get("assertion")
+		answer(w, 200, `{"access_token":"x-`+subject+`","token_type":"Bearer","expires_in":`+itoa(expiresIn)+`}`)
+	}
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// testConfig is an RFC 8693 configuration against the given endpoint.
+func testConfig(endpoint string) *Config {
+	c := CreateConfig()
+	c.TokenEndpoint = endpoint
+	c.ClientID = testClientID
+	c.ClientSecret = testClientSecret
+	c.Audience = []string{"backend"}
+	return c
+}
+
+// backend is the next handler; it records what reached it.
+type backend struct {
+	mu     sync.Mutex
+	calls  int
+	header http.Header
+	url    string
+}
+
+func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	b.calls++
+	b.header = r.Header.Clone()
+	b.url = r.URL.String()
+	b.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *backend) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls
+}
+
+// newTestMiddleware builds the middleware with context.Background, as the Plugin Catalog does.
+func newTestMiddleware(t *testing.T, c *Config) (http.Handler, *backend) {
+	t.Helper()
+	b := &backend{}
+	h, err := New(context.Background(), b, c, "test-obo")
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return h, b
+}
+
+// call sends a GET with the given Authorization value (none when empty).
+func call(h http.Handler, authorization string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, "http://gateway.test/api", nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// testJWT builds an unsigned JWT-shaped token with the given claims.
+func testJWT(claims map[string]interface{}) string {
+	payload, _ := json.Marshal(claims)
+	enc := base64.RawURLEncoding
+	return remember(enc.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." +
+		enc.EncodeToString(payload) + ".c2lnbmF0dXJl")
+}
+
+// opaqueToken returns a distinct opaque token.
+func opaqueToken(i int) string {
+	return remember("opaque-user-token-" + itoa(i) + "-" + itoa(int(time.Now().UnixNano()%1000000)))
+}
+
+// wantStatus fails the test when the response is not the expected status.
+func wantStatus(t *testing.T, rec *httptest.ResponseRecorder, status int) {
+	t.Helper()
+	if rec.Code != status {
+		t.Fatalf("status = %d, want %d (body %s)", rec.Code, status, rec.Body.String())
+	}
+}

@@ -1,0 +1,96 @@
+package oboexchange
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	levelDebug = iota
+	levelInfo
+	levelWarn
+	levelError
+	levelOff
+)
+
+var logLevels = map[string]int{
+	"debug": levelDebug, "info": levelInfo, "": levelInfo, "warn": levelWarn, "error": levelError, "off": levelOff,
+}
+
+var levelNames = []string{"debug", "info", "warn", "error"}
+
+// logOutput receives the plugin's log lines. Inside Traefik, os.Stdout is the process's standard
+// output, where Traefik writes its own log by default. Tests swap it to read what was logged.
+var (
+	logMu     sync.Mutex
+	logOutput io.Writer = os.Stdout
+)
+
+// logger writes one logfmt line per event, tagged with the middleware name. Callers pass only
+// values that cannot hold a secret; a token is identified by tokenHash.
+type logger struct {
+	name  string
+	level int
+}
+
+func newLogger(name string, level int) *logger {
+	return &logger{name: name, level: level}
+}
+
+func (l *logger) enabled(level int) bool {
+	return level >= l.level
+}
+
+// printf logs msg with key/value pairs; values are quoted when they need it, so a value from the
+// authorization server cannot forge a line or a field.
+func (l *logger) printf(level int, msg string, kv ...string) {
+	if !l.enabled(level) {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("time=")
+	b.WriteString(time.Now().UTC().Format(time.RFC3339))
+	b.WriteString(" level=")
+	b.WriteString(levelNames[level])
+	b.WriteString(" plugin=oboexchange middleware=")
+	b.WriteString(logValue(l.name))
+	b.WriteString(" msg=")
+	b.WriteString(logValue(msg))
+	for i := 0; i+1 < len(kv); i += 2 {
+		b.WriteByte(' ')
+		b.WriteString(kv[i])
+		b.WriteByte('=')
+		b.WriteString(logValue(kv[i+1]))
+	}
+	b.WriteByte('\n')
+	logMu.Lock()
+	_, _ = io.WriteString(logOutput, b.String())
+	logMu.Unlock()
+}
+
+// maxLogValue bounds one logged value (an error_description can be long).
+const maxLogValue = 300
+
+// logValue quotes a value that is empty or holds spaces, quotes or control characters.
+func logValue(v string) string {
+	if len(v) > maxLogValue {
+		v = v[:maxLogValue] + "..."
+	}
+	if v == "" || strings.ContainsAny(v, " \"=\\") || strconv.Quote(v) != `"`+v+`"` {
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+// tokenHash identifies a token in a log line without revealing it: the first 12 hex digits of
+// its SHA-256.
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:6])
+}

@@ -1,0 +1,278 @@
+package oboexchange
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"math/rand"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	grantJWTBearer     = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+	// maxResponseBody bounds what is read from the token endpoint.
+	maxResponseBody = 1 << 20
+
+	// maxExpiresIn caps a lifetime the server states (one year), far from time.Duration overflow.
+	maxExpiresIn = 365 * 24 * 3600
+)
+
+// tokenResult is a successful answer of the token endpoint.
+type tokenResult struct {
+	header    string        // "Bearer <access_token>"
+	expiresIn time.Duration // zero when the server gave none
+	exp       time.Time     // the new token's own exp claim, when it is a JWT
+}
+
+// endpointClient sends exchange requests to one token endpoint.
+type endpointClient struct {
+	url        string
+	flow       string
+	clientID   string
+	authMethod string
+	secret     *secretSource
+	form       string // every parameter but the subject token and the client secret, encoded
+	timeout    time.Duration
+	http       *http.Client
+}
+
+func newEndpointClient(s *settings) *endpointClient {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 32
+	return &endpointClient{
+		url:        s.endpoint.String(),
+		flow:       s.flow,
+		clientID:   s.clientID,
+		authMethod: s.authMethod,
+		secret:     newSecretSource(s.clientSecret, s.clientSecretFile),
+		form:       staticForm(s),
+		timeout:    s.timeout,
+		http:       &http.Client{Transport: transport, CheckRedirect: noRedirect},
+	}
+}
+
+// noRedirect makes the client return a redirect as it is: a token endpoint that redirects is
+// misconfigured, and following it would carry the user's token to another place. It is a named
+// function because Yaegi cannot hand a func literal with unnamed parameters to net/http.
+func noRedirect(req *http.Request, via []*http.Request) error {
+	return http.ErrUseLastResponse
+}
+
+// staticForm encodes the parameters that are the same for every exchange.
+func staticForm(s *settings) string {
+	v := url.Values{}
+	for k, val := range s.extraParams {
+		v.Set(k, val)
+	}
+	if s.flow == flowEntra {
+		v.Set("grant_type", grantJWTBearer)
+		v.Set("requested_token_use", "on_behalf_of")
+	} else {
+		v.Set("grant_type", grantTokenExchange)
+		v.Set("subject_token_type", s.subjectTokenType)
+		if len(s.audience) > 0 {
+			v["audience"] = s.audience
+		}
+		if len(s.resource) > 0 {
+			v["resource"] = s.resource
+		}
+		if s.requestedTokenType != "" {
+			v.Set("requested_token_type", s.requestedTokenType)
+		}
+	}
+	if len(s.scopes) > 0 {
+		v.Set("scope", strings.Join(s.scopes, " "))
+	}
+	if s.authMethod != authBasic {
+		v.Set("client_id", s.clientID)
+	}
+	return v.Encode()
+}
+
+// exchange trades the subject token for a new one. The timeout bounds the whole of it, retry
+// included, and does not depend on the client's request: other requests may be waiting for this
+// same exchange. A server error or a broken connection is retried once after a short jittered
+// pause when the budget allows; nothing else is.
+func (c *endpointClient) exchange(subjectToken string) (tokenResult, *failure) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	res, f, retry := c.attempt(ctx, subjectToken)
+	if !retry {
+		return res, f
+	}
+	pause := 50*time.Millisecond + time.Duration(rand.Int63n(int64(100*time.Millisecond)))
+	if deadline, _ := ctx.Deadline(); time.Until(deadline) < 2*pause {
+		return res, f
+	}
+	time.Sleep(pause)
+	res, f, _ = c.attempt(ctx, subjectToken)
+	return res, f
+}
+
+// attempt sends one request; retry says whether another one may succeed.
+func (c *endpointClient) attempt(ctx context.Context, subjectToken string) (tokenResult, *failure, bool) {
+	req, err := c.newRequest(ctx, subjectToken)
+	if err != nil {
+		return tokenResult{}, errExchangeFailed(err.Error(), "", ""), false
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return tokenResult{}, errTimeout("no answer within the timeout"), false
+		}
+		return tokenResult{}, errExchangeFailed("request failed: "+err.Error(), "", ""), true
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	_ = resp.Body.Close()
+	if err != nil {
+		if ctx.Err() != nil {
+			return tokenResult{}, errTimeout("the answer did not arrive within the timeout"), false
+		}
+		return tokenResult{}, errExchangeFailed("reading the answer failed: "+err.Error(), "", ""), true
+	}
+	if len(body) > maxResponseBody {
+		return tokenResult{}, errExchangeFailed("the answer is larger than 1 MiB", "", ""), false
+	}
+	res, f := parseTokenResponse(resp.StatusCode, body, time.Now())
+	return res, f, f != nil && resp.StatusCode >= 500
+}
+
+// newRequest builds the POST with the client authentication of the configured method. With
+// client_secret_basic, id and secret are form-urlencoded before base64 (RFC 6749 section 2.3.1),
+// so secrets holding ":", "%" or "+" survive.
+func (c *endpointClient) newRequest(ctx context.Context, subjectToken string) (*http.Request, error) {
+	secret, err := c.secret.get()
+	if err != nil && secret == "" {
+		return nil, err
+	}
+	param := "subject_token="
+	if c.flow == flowEntra {
+		param = "assertion="
+	}
+	body := c.form + "&" + param + url.QueryEscape(subjectToken)
+	if c.authMethod == authPost {
+		body += "&client_secret=" + url.QueryEscape(secret)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if c.authMethod == authBasic {
+		pair := url.QueryEscape(c.clientID) + ":" + url.QueryEscape(secret)
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(pair)))
+	}
+	return req, nil
+}
+
+// tokenResponse is the JSON of a token endpoint answer, success (RFC 6749 section 5.1, RFC 8693
+// section 2.2.1) or error (RFC 6749 section 5.2), with Entra's claims challenge.
+type tokenResponse struct {
+	AccessToken      string      `json:"access_token"`
+	TokenType        string      `json:"token_type"`
+	ExpiresIn        interface{} `json:"expires_in"`
+	Error            string      `json:"error"`
+	ErrorDescription string      `json:"error_description"`
+	Claims           string      `json:"claims"`
+}
+
+// parseTokenResponse turns an answer into a result or into the failure the client will see.
+func parseTokenResponse(status int, body []byte, now time.Time) (tokenResult, *failure) {
+	var r tokenResponse
+	jsonErr := json.Unmarshal(body, &r)
+	if status < 200 || status > 299 {
+		return tokenResult{}, oauthFailure(status, r, jsonErr == nil)
+	}
+	if jsonErr != nil {
+		return tokenResult{}, errExchangeFailed("the answer is not JSON", "", "")
+	}
+	if r.AccessToken == "" {
+		return tokenResult{}, errExchangeFailed("the answer has no access_token", r.Error, r.ErrorDescription)
+	}
+	if !isVisibleASCII(r.AccessToken) {
+		return tokenResult{}, errExchangeFailed("the access_token holds characters that cannot go into a header", "", "")
+	}
+	switch strings.ToLower(r.TokenType) {
+	case "", "bearer", "n_a":
+	default:
+		return tokenResult{}, errExchangeFailed("unsupported token_type "+strconv.Quote(r.TokenType)+"; only Bearer tokens can be forwarded", "", "")
+	}
+	expiresIn, ok := parseExpiresIn(r.ExpiresIn)
+	if !ok {
+		return tokenResult{}, errExchangeFailed("expires_in is not a number of seconds", "", "")
+	}
+	res := tokenResult{header: "Bearer " + r.AccessToken, expiresIn: expiresIn}
+	if exp, ok := jwtExpiry(r.AccessToken); ok {
+		res.exp = exp
+	}
+	return res, nil
+}
+
+// oauthFailure maps an error answer: invalid_grant means the user's token is not good (401);
+// a claims challenge or a consent request goes back to the client so it can step up (401);
+// anything else is the gateway's configuration or the server's fault (502).
+func oauthFailure(status int, r tokenResponse, isJSON bool) *failure {
+	switch {
+	case !isJSON || r.Error == "":
+		if status >= 300 && status < 400 {
+			return errExchangeFailed("the token endpoint answered with redirect "+strconv.Itoa(status)+", which is not followed", "", "")
+		}
+		return errExchangeFailed("the token endpoint answered HTTP "+strconv.Itoa(status)+" without an OAuth error", "", "")
+	case r.Error == "invalid_grant" && r.Claims != "":
+		f := errClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
+		f.cacheable = true
+		return f
+	case r.Error == "invalid_grant":
+		f := errRejected(r.Error, r.ErrorDescription)
+		f.cacheable = true
+		return f
+	case r.Error == "interaction_required" || r.Error == "consent_required":
+		return errClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
+	}
+	return errExchangeFailed("the authorization server refused the exchange (HTTP "+strconv.Itoa(status)+")", r.Error, r.ErrorDescription)
+}
+
+// parseExpiresIn accepts a JSON number or, as some servers send, a numeric string.
+func parseExpiresIn(v interface{}) (time.Duration, bool) {
+	var seconds float64
+	switch n := v.(type) {
+	case nil:
+		return 0, true
+	case float64:
+		seconds = n
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
+		if err != nil {
+			return 0, false
+		}
+		seconds = f
+	default:
+		return 0, false
+	}
+	if !(seconds > 0) {
+		return 0, true // zero, negative or NaN: no lifetime given, so not cached on this basis
+	}
+	if seconds > maxExpiresIn {
+		seconds = maxExpiresIn
+	}
+	return time.Duration(seconds * float64(time.Second)), true
+}
+
+// isVisibleASCII reports whether s holds only characters 0x21 to 0x7e, so it can be written into
+// a header without splitting it.
+func isVisibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
