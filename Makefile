@@ -1,20 +1,27 @@
+SHELL := /bin/bash
+
 # oboexchange: `make demo` runs the plugin inside a real Traefik; `make test` runs every test.
 # Everything a run needs (yaegi, the Traefik binary, node packages) is installed on first use into
 # CACHE_DIR, outside the repository, and reused by later runs.
 
-MODULE        := github.com/oboexchange/oboexchange
-YAEGI_VERSION := v0.16.1
-CACHE_DIR     ?= $(HOME)/.cache/oboexchange
-YAEGI         := $(CACHE_DIR)/yaegi-$(YAEGI_VERSION)/yaegi
-GOPATH_DIR    := $(CACHE_DIR)/gopath
+MODULE          := github.com/oboexchange/oboexchange
+YAEGI_VERSION   := v0.16.1
+TRAEFIK_VERSION := v3.6.12
+CACHE_DIR       ?= $(HOME)/.cache/oboexchange
+YAEGI           := $(CACHE_DIR)/yaegi-$(YAEGI_VERSION)/yaegi
+TRAEFIK         := $(CACHE_DIR)/traefik-$(TRAEFIK_VERSION)
+LABELS2CONF     := $(CACHE_DIR)/labels2conf-$(TRAEFIK_VERSION)
+GOPATH_DIR      := $(CACHE_DIR)/gopath
+E2E_ENV         := TRAEFIK_BIN=$(TRAEFIK) LABELS2CONF=$(LABELS2CONF)
 
-.PHONY: test lint unit yaegi-test
+.PHONY: test lint unit yaegi-test e2e demo traefik
 
-test: lint unit yaegi-test
+test: lint unit yaegi-test e2e
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); exit 1; }
 	go vet ./...
+	cd e2e && go vet ./...
 
 # Compiled, with the race detector.
 unit:
@@ -30,3 +37,26 @@ yaegi-test: $(YAEGI)
 
 $(YAEGI):
 	GOBIN=$(dir $(YAEGI)) go install github.com/traefik/yaegi/cmd/yaegi@$(YAEGI_VERSION)
+
+# End-to-end: the plugin inside a real Traefik, against real authorization servers.
+e2e: $(TRAEFIK) $(LABELS2CONF)
+	cd e2e && $(E2E_ENV) go test -count=1 -timeout 30m -v ./... 2>&1 | tee $(CACHE_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' | grep -v '{"event":' ; \
+		test $${PIPESTATUS[0]} -eq 0
+
+# The main job: Traefik with the plugin, a real authorization server, a backend, and a walkthrough.
+demo: $(TRAEFIK)
+	cd e2e && $(E2E_ENV) go run ./cmd/demo $(DEMO_FLAGS)
+
+traefik: $(TRAEFIK)
+
+# Traefik is built once per version (a cold build takes several minutes) from e2e/traefikbuild,
+# a module of its own so that the plugin module stays free of dependencies.
+$(TRAEFIK):
+	@mkdir -p $(CACHE_DIR)
+	cd e2e/traefikbuild && go build -trimpath -o $@.tmp \
+		-ldflags "-X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)" \
+		github.com/traefik/traefik/v3/cmd/traefik && mv $@.tmp $@
+
+$(LABELS2CONF):
+	@mkdir -p $(CACHE_DIR)
+	cd e2e/traefikbuild && go build -trimpath -o $@ ./labels2conf

@@ -174,7 +174,8 @@ func (c *endpointClient) newRequest(ctx context.Context, subjectToken string) (*
 }
 
 // tokenResponse is the JSON of a token endpoint answer, success (RFC 6749 section 5.1, RFC 8693
-// section 2.2.1) or error (RFC 6749 section 5.2), with Entra's claims challenge.
+// section 2.2.1) or error (RFC 6749 section 5.2), with Entra's claims challenge and suberror
+// (Entra answers a missing consent, AADSTS65001, with invalid_grant and suberror consent_required).
 type tokenResponse struct {
 	AccessToken      string      `json:"access_token"`
 	TokenType        string      `json:"token_type"`
@@ -182,6 +183,7 @@ type tokenResponse struct {
 	Error            string      `json:"error"`
 	ErrorDescription string      `json:"error_description"`
 	Claims           string      `json:"claims"`
+	Suberror         string      `json:"suberror"`
 }
 
 // parseTokenResponse turns an answer into a result or into the failure the client will see.
@@ -217,7 +219,9 @@ func parseTokenResponse(status int, body []byte, now time.Time) (tokenResult, *f
 }
 
 // oauthFailure maps an error answer: invalid_grant means the user's token is not good (401);
-// a claims challenge or a consent request goes back to the client so it can step up (401);
+// a claims challenge or a consent request (interaction_required, consent_required, or Entra's
+// invalid_grant with claims or with suberror consent_required) goes back to the client so it can
+// step up (401);
 // anything else is the gateway's configuration or the server's fault (502).
 func oauthFailure(status int, r tokenResponse, isJSON bool) *failure {
 	switch {
@@ -226,7 +230,7 @@ func oauthFailure(status int, r tokenResponse, isJSON bool) *failure {
 			return errExchangeFailed("the token endpoint answered with redirect "+strconv.Itoa(status)+", which is not followed", "", "")
 		}
 		return errExchangeFailed("the token endpoint answered HTTP "+strconv.Itoa(status)+" without an OAuth error", "", "")
-	case r.Error == "invalid_grant" && r.Claims != "":
+	case r.Error == "invalid_grant" && (r.Claims != "" || r.Suberror == "consent_required"):
 		f := errClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
 		f.cacheable = true
 		return f

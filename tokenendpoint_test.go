@@ -34,6 +34,7 @@ func TestParseTokenResponse(t *testing.T) {
 		{name: "empty body", status: 200, body: ``, fail: 502},
 		{name: "invalid_grant", status: 400, body: `{"error":"invalid_grant","error_description":"expired"}`, fail: 401, cacheable: true, oauthErr: "invalid_grant"},
 		{name: "invalid_grant with claims", status: 400, body: `{"error":"invalid_grant","claims":"{}"}`, fail: 401, cacheable: true, oauthErr: "invalid_grant"},
+		{name: "entra consent (AADSTS65001)", status: 400, body: `{"error":"invalid_grant","error_description":"AADSTS65001: consent","error_codes":[65001],"suberror":"consent_required"}`, fail: 401, cacheable: true, oauthErr: "invalid_grant"},
 		{name: "interaction_required", status: 400, body: `{"error":"interaction_required","claims":"{}"}`, fail: 401, oauthErr: "interaction_required"},
 		{name: "consent_required", status: 400, body: `{"error":"consent_required"}`, fail: 401, oauthErr: "consent_required"},
 		{name: "invalid_request", status: 400, body: `{"error":"invalid_request"}`, fail: 502, oauthErr: "invalid_request"},

@@ -1,0 +1,223 @@
+// Package env starts the real components the end-to-end suite, the demo and the benchmark run
+// against: Traefik with the plugin in local mode, an RFC 8693 authorization server (zitadel/oidc's
+// OpenID Provider), an Entra ID On-Behalf-Of server (oauth2-mock-server under Node) and an echo
+// backend. Everything listens on 127.0.0.1 and stops with Stop.
+package env
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zitadel/oidc/v3/example/server/exampleop"
+	"github.com/zitadel/oidc/v3/example/server/storage"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// The clients the provider knows. The gateway clients carry the ids of the examples in
+// examples/rfc8693, so the examples run unchanged but for their URLs.
+const (
+	OktaStyleClientID     = "0oa-gateway-client-id"
+	KeycloakStyleClientID = "gateway"
+	GatewaySecret         = "gateway-secret:with%odd+chars"
+	webClientID           = "web-app"
+	webClientSecret       = "web-app-secret"
+	webRedirect           = "http://127.0.0.1/callback"
+
+	// UserPassword is the password of the provider's users; DemoUser is an administrator, whom
+	// zitadel's example storage lets exchange tokens without an actor token.
+	UserPassword = "verysecure"
+)
+
+// IdP is zitadel/oidc's example OpenID Provider (its op package implements RFC 8693), serving on
+// 127.0.0.1 with access tokens issued as signed JWTs.
+type IdP struct {
+	Issuer        string
+	TokenEndpoint string
+
+	srv       *http.Server
+	exchanges atomic.Int64
+	delay     atomic.Int64 // added before each token-exchange answer, in nanoseconds
+}
+
+var registerOnce sync.Once
+
+// StartIdP starts the provider; its log goes to logTo (nil discards it).
+func StartIdP(logTo io.Writer) (*IdP, error) {
+	if logTo == nil {
+		logTo = io.Discard
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &IdP{Issuer: "http://" + ln.Addr().String()}
+	p.TokenEndpoint = p.Issuer + "/oauth/token"
+
+	registerOnce.Do(func() {
+		storage.RegisterClients(
+			storage.WebClient(OktaStyleClientID, GatewaySecret),
+			storage.WebClient(KeycloakStyleClientID, GatewaySecret),
+			storage.WebClient(webClientID, webClientSecret, webRedirect),
+		)
+	})
+	store := jwtStorage{storage.NewStorage(storage.NewUserStore(p.Issuer))}
+	logger := slog.New(slog.NewTextHandler(logTo, nil))
+	router := exampleop.SetupServer(p.Issuer, store, logger, false, op.WithAllowInsecure())
+
+	p.srv = &http.Server{Handler: p.countExchanges(router), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = p.srv.Serve(ln) }()
+	return p, nil
+}
+
+// DemoUser is the user name of the administrator of the provider.
+func (p *IdP) DemoUser() string {
+	u, _ := url.Parse(p.Issuer)
+	return "test-user@" + u.Hostname()
+}
+
+// Exchanges counts the token-exchange requests the provider received.
+func (p *IdP) Exchanges() int { return int(p.exchanges.Load()) }
+
+// SetDelay makes every token-exchange answer wait d, to model a slower provider.
+func (p *IdP) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
+
+// Stop closes the provider.
+func (p *IdP) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = p.srv.Shutdown(ctx)
+}
+
+// countExchanges counts (and optionally delays) token-exchange requests before the provider
+// handles them.
+func (p *IdP) countExchanges(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/oauth/token" {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			form, _ := url.ParseQuery(string(body))
+			if form.Get("grant_type") == "urn:ietf:params:oauth:grant-type:token-exchange" {
+				p.exchanges.Add(1)
+				if d := time.Duration(p.delay.Load()); d > 0 {
+					time.Sleep(d)
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Login signs a user in with the authorization code flow and PKCE, as a web front end would, and
+// returns the user's access token (a JWT whose audience is the front end).
+func (p *IdP) Login(username, password string) (string, error) {
+	client := &http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	verifier := randomString()
+	challenge := sha256.Sum256([]byte(verifier))
+	authorize := p.Issuer + "/auth?" + url.Values{
+		"client_id":             {webClientID},
+		"redirect_uri":          {webRedirect},
+		"response_type":         {"code"},
+		"scope":                 {"openid profile"},
+		"state":                 {"demo"},
+		"code_challenge":        {base64.RawURLEncoding.EncodeToString(challenge[:])},
+		"code_challenge_method": {"S256"},
+	}.Encode()
+	loginPage, err := redirectTarget(client.Get(authorize))
+	if err != nil {
+		return "", fmt.Errorf("authorize: %w", err)
+	}
+	authRequestID := loginPage.Query().Get("authRequestID")
+	callback, err := redirectTarget(client.PostForm(p.Issuer+"/login/username", url.Values{
+		"id": {authRequestID}, "username": {username}, "password": {password},
+	}))
+	if err != nil {
+		return "", fmt.Errorf("login: %w", err)
+	}
+	back, err := redirectTarget(client.Get(p.Issuer + callback.RequestURI()))
+	if err != nil {
+		return "", fmt.Errorf("callback: %w", err)
+	}
+	code := back.Query().Get("code")
+	if code == "" {
+		return "", fmt.Errorf("no code in %s", back.Redacted())
+	}
+	req, _ := http.NewRequest(http.MethodPost, p.TokenEndpoint, strings.NewReader(url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {webRedirect}, "code_verifier": {verifier},
+	}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(webClientID, webClientSecret)
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
+		return "", fmt.Errorf("token: HTTP %d %s %v", resp.StatusCode, tok.Error, err)
+	}
+	return tok.AccessToken, nil
+}
+
+// redirectTarget returns where a 302 points to.
+func redirectTarget(resp *http.Response, err error) (*url.URL, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("HTTP %d, want a redirect: %s", resp.StatusCode, body)
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return nil, errors.New("redirect without Location")
+	}
+	return loc, nil
+}
+
+func randomString() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// jwtStorage is zitadel's example storage with every client issuing JWT access tokens, so the
+// demo can show the claims of the tokens on both sides of the gateway.
+type jwtStorage struct {
+	*storage.Storage
+}
+
+func (s jwtStorage) GetClientByClientID(ctx context.Context, clientID string) (op.Client, error) {
+	c, err := s.Storage.GetClientByClientID(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	return jwtClient{c}, nil
+}
+
+type jwtClient struct {
+	op.Client
+}
+
+func (jwtClient) AccessTokenType() op.AccessTokenType { return op.AccessTokenTypeJWT }
