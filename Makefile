@@ -13,10 +13,12 @@ TRAEFIK         := $(CACHE_DIR)/traefik-$(TRAEFIK_VERSION)
 LABELS2CONF     := $(CACHE_DIR)/labels2conf-$(TRAEFIK_VERSION)
 GOPATH_DIR      := $(CACHE_DIR)/gopath
 E2E_ENV         := TRAEFIK_BIN=$(TRAEFIK) LABELS2CONF=$(LABELS2CONF)
+FUZZ_TARGETS    := FuzzExtractCredential FuzzParseTokenResponse FuzzJWTExpiry
+FUZZTIME        ?= 10s
 
-.PHONY: test lint unit yaegi-test e2e demo traefik
+.PHONY: test lint unit yaegi-test fuzz e2e demo traefik
 
-test: lint unit yaegi-test e2e
+test: lint unit yaegi-test fuzz e2e
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); exit 1; }
@@ -34,6 +36,12 @@ yaegi-test: $(YAEGI)
 	cd $(GOPATH_DIR)/src/$(MODULE) && GOPATH=$(GOPATH_DIR) GO111MODULE=off $(YAEGI) test -v . 2>&1 | \
 		tee $(CACHE_DIR)/yaegi-test.log | grep -E '^(--- FAIL|FAIL|PASS|ok|panic)' ; \
 		grep -q '^PASS$$' $(CACHE_DIR)/yaegi-test.log && ! grep -q '^--- FAIL' $(CACHE_DIR)/yaegi-test.log
+
+# A short run of each fuzz target (their seed corpora are in testdata/fuzz and run with `unit`).
+fuzz:
+	@for target in $(FUZZ_TARGETS); do \
+		go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
 
 $(YAEGI):
 	GOBIN=$(dir $(YAEGI)) go install github.com/traefik/yaegi/cmd/yaegi@$(YAEGI_VERSION)

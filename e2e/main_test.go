@@ -200,14 +200,21 @@ func send(t *testing.T, host, path, authorization string) response {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	r := response{status: resp.StatusCode, header: resp.Header}
+	decodeReceived(t, resp, &r)
+	return r
+}
+
+// decodeReceived reads the body and, for a 200, what the backend received.
+func decodeReceived(t *testing.T, resp *http.Response, r *response) {
+	t.Helper()
 	b, _ := io.ReadAll(resp.Body)
-	r := response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	r.body = string(b)
 	if resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(b, &r.received); err != nil {
-			t.Fatalf("backend answer: %v: %s", err, b)
+			t.Errorf("backend answer: %v: %s", err, b)
 		}
 	}
-	return r
 }
 
 // forwardedToken returns the bearer token the backend received, and fails the test if the

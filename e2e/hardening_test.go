@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A token read from the query string or a cookie is removed there; the rest of the URL and the
+// other cookies reach the backend as sent, and no header Traefik adds carries the token.
+func TestQueryAndCookieSources(t *testing.T) {
+	writeDynamic(t, "sources.yml", route("sources", "sources.test", map[string]string{
+		"tokenEndpoint": idp.TokenEndpoint, "clientId": "gateway", "clientSecret": "gateway-secret:with%odd+chars",
+		"audience": "api://sources", "tokenSources": "query:access_token,cookie:session",
+	}), "sources", "enabled")
+	user := login(t)
+
+	r := send(t, "sources.test", "/path?keep=1&access_token="+user+"&also=2", "")
+	forwardedToken(t, r, user)
+	if r.received.RequestURI != "/path?keep=1&also=2" {
+		t.Errorf("backend URI = %q", r.received.RequestURI)
+	}
+
+	r = sendWithCookie(t, "sources.test", "/cookie", "theme=dark; session="+user+"; lang=en")
+	forwardedToken(t, r, user)
+	if got := strings.Join(r.received.Header["Cookie"], "; "); got != "theme=dark; lang=en" {
+		t.Errorf("backend Cookie = %q", got)
+	}
+}
+
+func sendWithCookie(t *testing.T, host, path, cookie string) response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, traefik.WebURL+path, nil)
+	req.Host = host
+	req.Header.Set("Cookie", cookie)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := response{status: resp.StatusCode, header: resp.Header}
+	decodeReceived(t, resp, &r)
+	return r
+}
+
+// While the authorization server hangs, exchanges past maxConcurrentExchanges are refused at once
+// with 503 and Retry-After, the ones in flight end with 504 at the timeout, and other routes of
+// the same Traefik keep answering.
+func TestHungServerIsBounded(t *testing.T) {
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Close()
+	go func() { // accept and hold every connection
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	writeDynamic(t, "hung.yml", route("hung", "hung.test", map[string]string{
+		"tokenEndpoint": "http://" + hang.Addr().String() + "/token", "clientId": "gateway", "clientSecret": "x",
+		"audience": "a", "timeout": "3s", "maxConcurrentExchanges": "4",
+	}), "hung", "enabled")
+	cached := login(t)
+	forwardedToken(t, send(t, "api.example.com", "/orders", "Bearer "+cached), cached)
+
+	const users = 20
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < users; i++ {
+		token := login(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := send(t, "hung.test", "/", "Bearer "+token)
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+			if r.status == http.StatusServiceUnavailable && r.header.Get("Retry-After") != "1" {
+				t.Errorf("503 without Retry-After: 1")
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // the hung exchanges are in flight now
+	start := time.Now()
+	forwardedToken(t, send(t, "api.example.com", "/orders", "Bearer "+cached), cached)
+	other := time.Since(start)
+	wg.Wait()
+
+	t.Logf("statuses %v; another route answered in %v while the server hung", statuses, other)
+	if statuses[http.StatusGatewayTimeout] != 4 || statuses[http.StatusServiceUnavailable] != users-4 {
+		t.Errorf("statuses = %v, want 4 x 504 and %d x 503", statuses, users-4)
+	}
+	if other > 2*time.Second {
+		t.Errorf("another route took %v while the authorization server hung", other)
+	}
+}
