@@ -47,25 +47,27 @@ func TestLifetime(t *testing.T) {
 
 func key(s string) [32]byte { return sha256.Sum256([]byte(s)) }
 
+// in returns an expiry d from now on the cache's clock.
+func in(d time.Duration) time.Duration { return time.Since(epoch) + d }
+
 func TestCacheBoundEvictsExpiredFirst(t *testing.T) {
 	c := newCache(3)
-	now := testNow
-	c.put(key("a"), &entry{header: "a", expires: now.Add(time.Minute).UnixNano()}, now)
-	c.put(key("b"), &entry{header: "b", expires: now.Add(time.Second).UnixNano()}, now)
-	c.put(key("c"), &entry{header: "c", expires: now.Add(time.Hour).UnixNano()}, now)
+	c.put(key("a"), &entry{header: "a", expires: in(time.Minute)})
+	c.put(key("b"), &entry{header: "b", expires: in(time.Second)})
+	c.put(key("c"), &entry{header: "c", expires: in(time.Hour)})
 
 	// Full, nothing expired: the entry closest to expiry (b) goes.
-	c.put(key("d"), &entry{header: "d", expires: now.Add(time.Hour).UnixNano()}, now)
-	if c.len() != 3 || c.get(key("b"), now.UnixNano()) != nil || c.get(key("a"), now.UnixNano()) == nil {
-		t.Fatalf("after d: len %d, b present %v, a present %v", c.len(), c.get(key("b"), now.UnixNano()) != nil, c.get(key("a"), now.UnixNano()) != nil)
+	c.put(key("d"), &entry{header: "d", expires: in(time.Hour)})
+	if c.len() != 3 || c.get(key("b")) != nil || c.get(key("a")) == nil || c.get(key("d")) == nil {
+		t.Fatalf("after d: len %d, b present %v, a present %v", c.len(), c.get(key("b")) != nil, c.get(key("a")) != nil)
 	}
 
-	// Later, a has expired: it is dropped rather than a live entry.
-	later := now.Add(2 * time.Minute)
-	c.put(key("e"), &entry{header: "e", expires: later.Add(time.Hour).UnixNano()}, later)
-	for _, k := range []string{"c", "d", "e"} {
-		if c.get(key(k), later.UnixNano()) == nil {
-			t.Errorf("%s was evicted, want the expired a evicted", k)
+	// An expired entry is dropped rather than a live one, even the one closest to expiry.
+	c.put(key("c"), &entry{header: "c", expires: in(-time.Second)})
+	c.put(key("e"), &entry{header: "e", expires: in(time.Hour)})
+	for _, k := range []string{"a", "d", "e"} {
+		if c.get(key(k)) == nil {
+			t.Errorf("%s was evicted, want the expired c evicted", k)
 		}
 	}
 	if c.len() != 3 {
@@ -73,34 +75,53 @@ func TestCacheBoundEvictsExpiredFirst(t *testing.T) {
 	}
 
 	// Replacing an entry of a full cache evicts nothing.
-	c.put(key("e"), &entry{header: "e2", expires: later.Add(time.Hour).UnixNano()}, later)
-	if c.len() != 3 || c.get(key("c"), later.UnixNano()) == nil {
+	c.put(key("e"), &entry{header: "e2", expires: in(time.Hour)})
+	if c.len() != 3 || c.get(key("a")) == nil || c.get(key("d")) == nil || c.get(key("e")).header != "e2" {
 		t.Errorf("replacing e changed the other entries")
+	}
+
+	// A new entry that expires before all others is still stored; the next closest goes.
+	c.put(key("f"), &entry{header: "f", expires: in(time.Millisecond * 100)})
+	if c.get(key("f")) == nil || c.get(key("a")) != nil || c.len() != 3 {
+		t.Errorf("f present %v, a present %v, len %d; want f kept and a evicted", c.get(key("f")) != nil, c.get(key("a")) != nil, c.len())
 	}
 }
 
+// With shards, the bound holds across them and no entry is evicted before the bound is reached.
 func TestCacheBoundSharded(t *testing.T) {
 	c := newCache(10000)
 	if len(c.shards) != shardCount {
 		t.Fatalf("shards = %d", len(c.shards))
 	}
-	now := testNow
-	for i := 0; i < 30000; i++ {
-		c.put(key(itoa(i)), &entry{expires: now.Add(time.Hour).UnixNano()}, now)
+	for i := 0; i < 10000; i++ {
+		c.put(key(itoa(i)), &entry{expires: in(time.Hour)})
 	}
-	if n := c.len(); n > 10000 || n < 9000 {
-		t.Errorf("len = %d, want at most 10000 and close to it", n)
+	for i := 0; i < 10000; i++ {
+		if c.get(key(itoa(i))) == nil {
+			t.Fatalf("entry %d evicted before the cache was full", i)
+		}
+	}
+	for i := 10000; i < 30000; i++ {
+		c.put(key(itoa(i)), &entry{expires: in(time.Hour)})
+	}
+	n := 0
+	for _, s := range c.shards {
+		n += len(s.m)
+	}
+	if n != 10000 || c.len() != 10000 {
+		t.Errorf("entries = %d (count %d), want 10000", n, c.len())
 	}
 }
 
 func TestCacheGetIgnoresExpired(t *testing.T) {
 	c := newCache(10)
-	c.put(key("a"), &entry{expires: testNow.UnixNano()}, testNow)
-	if c.get(key("a"), testNow.UnixNano()) != nil {
-		t.Error("an entry is served at its expiry time")
+	c.put(key("a"), &entry{expires: in(-time.Nanosecond)})
+	c.put(key("b"), &entry{expires: in(time.Minute)})
+	if c.get(key("a")) != nil {
+		t.Error("an expired entry is served")
 	}
-	if c.get(key("a"), testNow.UnixNano()-1) == nil {
-		t.Error("an entry is not served just before its expiry")
+	if c.get(key("b")) == nil {
+		t.Error("a live entry is not served")
 	}
 }
 

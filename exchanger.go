@@ -57,7 +57,7 @@ func (x *exchanger) obtain(token string, key [32]byte, log *logger) (*entry, *fa
 	x.flightsMu.Unlock()
 
 	// An exchange that finished between our cache miss and taking the flight has filled the cache.
-	if e := x.cache.get(key, time.Now().UnixNano()); e != nil {
+	if e := x.cache.get(key); e != nil {
 		fl.entry = e
 	} else {
 		fl.entry, fl.failure = x.run(token, key, log)
@@ -92,7 +92,7 @@ func (x *exchanger) run(token string, key [32]byte, log *logger) (*entry, *failu
 			"reason", f.reason, "error", f.oauthError, "error_description", f.oauthDescription,
 			"latency", latency, "subject", tokenHash(token))
 		if f.cacheable && x.negativeTTL > 0 {
-			x.cache.put(key, &entry{rejection: f, expires: now.Add(x.negativeTTL).UnixNano()}, now)
+			x.cache.put(key, &entry{rejection: f, expires: now.Add(x.negativeTTL).Sub(epoch)})
 		}
 		return nil, f
 	}
@@ -102,8 +102,8 @@ func (x *exchanger) run(token string, key [32]byte, log *logger) (*entry, *failu
 	until, ok := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
 	cached := "no"
 	if ok {
-		e.expires = until.UnixNano()
-		x.cache.put(key, e, now)
+		e.expires = until.Sub(epoch)
+		x.cache.put(key, e)
 		cached = until.Sub(now).Round(time.Second).String()
 	}
 	log.printf(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", latency,

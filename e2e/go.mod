@@ -10,6 +10,8 @@ require (
 
 require github.com/mitchellh/mapstructure v1.5.1-0.20231216201459-8508981c8b6c
 
+require github.com/traefik/yaegi v0.16.1 // indirect
+
 require (
 	github.com/bmatcuk/doublestar/v4 v4.10.4 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

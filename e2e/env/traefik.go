@@ -68,7 +68,7 @@ func StartTraefik(dynamic map[string]string) (*Traefik, error) {
 	if err := os.MkdirAll(t.DynamicDir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := copyPlugin(filepath.Join(dir, "plugins-local", "src", PluginModule)); err != nil {
+	if err := CopyPlugin(RepoRoot(), filepath.Join(dir, "plugins-local", "src", PluginModule)); err != nil {
 		return nil, err
 	}
 	for name, content := range dynamic {
@@ -140,12 +140,13 @@ func Example(name string, replace map[string]string) (string, error) {
 	return s, nil
 }
 
-// copyPlugin copies what Traefik loads (the package's Go files, go.mod, the manifest).
-func copyPlugin(dst string) error {
+// CopyPlugin copies what Traefik loads of a plugin (the package's Go files, go.mod, the manifest)
+// from the folder src to dst.
+func CopyPlugin(src, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
 	}
-	root := RepoRoot()
+	root := src
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return err

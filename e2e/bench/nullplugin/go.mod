@@ -1,0 +1,3 @@
+module github.com/oboexchange/nullplugin
+
+go 1.22

@@ -1,0 +1,3 @@
+module github.com/oboexchange/rewriteplugin
+
+go 1.22

@@ -1,0 +1,90 @@
+// Command bench measures what oboexchange costs per request, side by side with the alternatives,
+// and prints one table per measurement. `make bench` runs it; see the README's Performance section.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+func main() {
+	rounds := flag.Int("rounds", 5, "interleaved rounds; each figure is the median over them")
+	ops := flag.Int("ops", 20000, "calls per case and round in the in-process (Yaegi) measurement")
+	requests := flag.Int("requests", 20000, "requests per case and round through Traefik")
+	concurrency := flag.Int("concurrency", 8, "concurrent connections of the load generator")
+	memEntries := flag.Int("mem-entries", 100000, "cache entries for the memory measurement (0 skips it)")
+	only := flag.String("only", "", "run only this part: yaegi or traefik")
+	serve := flag.String("serve-forwardauth", "", "internal: run the forwardAuth token-exchange service on this address")
+	idpURL := flag.String("token-endpoint", "", "internal: the forwardAuth service's token endpoint")
+	flag.Parse()
+
+	var err error
+	switch {
+	case *serve != "":
+		err = serveForwardAuth(*serve, *idpURL)
+	case *only == "yaegi":
+		err = inProcess(*rounds, *ops, *memEntries)
+	case *only == "traefik":
+		err = throughTraefik(*rounds, *requests, *concurrency)
+	default:
+		if err = inProcess(*rounds, *ops, *memEntries); err == nil {
+			err = throughTraefik(*rounds, *requests, *concurrency)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// table prints aligned columns in Markdown, so the output can go into the README as it is.
+type table struct {
+	rows [][]string
+}
+
+func newTable(header ...string) *table { return &table{rows: [][]string{header}} }
+
+func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) print() {
+	widths := make([]int, len(t.rows[0]))
+	for _, r := range t.rows {
+		for i, c := range r {
+			if len(c) > widths[i] {
+				widths[i] = len(c)
+			}
+		}
+	}
+	line := func(r []string) {
+		var b strings.Builder
+		b.WriteString("|")
+		for i, c := range r {
+			b.WriteString(" " + c + strings.Repeat(" ", widths[i]-len(c)) + " |")
+		}
+		fmt.Println(b.String())
+	}
+	line(t.rows[0])
+	sep := make([]string, len(widths))
+	for i, w := range widths {
+		sep[i] = strings.Repeat("-", w)
+	}
+	line(sep)
+	for _, r := range t.rows[1:] {
+		line(r)
+	}
+}

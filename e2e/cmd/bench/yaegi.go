@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/mitchellh/mapstructure"
+	"github.com/traefik/yaegi/interp"
+	"github.com/traefik/yaegi/stdlib"
+
+	"github.com/oboexchange/oboexchange/e2e/env"
+)
+
+// loadPlugin loads a plugin the way Traefik does (pkg/plugins/middlewareyaegi.go): one
+// interpreter with the standard library symbols and a GOPATH holding the sources, CreateConfig
+// then mapstructure with Traefik's decoder settings, then New, all through the interpreter.
+func loadPlugin(gopath, module, pkg string, options map[string]interface{}, next http.Handler) (http.Handler, error) {
+	i := interp.New(interp.Options{GoPath: gopath, Env: os.Environ()})
+	if err := i.Use(stdlib.Symbols); err != nil {
+		return nil, err
+	}
+	if _, err := i.Eval(`import "` + module + `"`); err != nil {
+		return nil, fmt.Errorf("import %s: %w", module, err)
+	}
+	fnNew, err := i.Eval(pkg + ".New")
+	if err != nil {
+		return nil, err
+	}
+	fnCreateConfig, err := i.Eval(pkg + ".CreateConfig")
+	if err != nil {
+		return nil, err
+	}
+	cfg := fnCreateConfig.Call(nil)[0]
+	if len(options) > 0 {
+		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+			DecodeHook:       mapstructure.StringToSliceHookFunc(","),
+			WeaklyTypedInput: true,
+			Result:           cfg.Interface(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := dec.Decode(options); err != nil {
+			return nil, err
+		}
+	}
+	out := fnNew.Call([]reflect.Value{reflect.ValueOf(context.Background()), reflect.ValueOf(next), cfg, reflect.ValueOf("bench")})
+	if err, _ := out[1].Interface().(error); err != nil {
+		return nil, err
+	}
+	return out[0].Interface().(http.Handler), nil
+}
+
+// gopathWithPlugins lays out the plugins' sources the way yaegi expects them.
+func gopathWithPlugins() (string, error) {
+	gopath, err := os.MkdirTemp("", "oboexchange-bench-gopath-")
+	if err != nil {
+		return "", err
+	}
+	if err := env.CopyPlugin(env.RepoRoot(), filepath.Join(gopath, "src", env.PluginModule)); err != nil {
+		return "", err
+	}
+	for _, p := range []string{"nullplugin", "rewriteplugin"} {
+		if err := env.CopyPlugin(filepath.Join(env.RepoRoot(), "e2e", "bench", p), filepath.Join(gopath, "src", "github.com/oboexchange", p)); err != nil {
+			return "", err
+		}
+	}
+	return gopath, nil
+}
+
+type discard struct{ h http.Header }
+
+func (d *discard) Header() http.Header       { return d.h }
+func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discard) WriteHeader(int)           {}
+
+// inProcess measures ServeHTTP of each plugin under Yaegi, in interleaved rounds, and the memory
+// of 100,000 cached entries.
+func inProcess(rounds, ops int, memEntries int) error {
+	gopath, err := gopathWithPlugins()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(gopath)
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"x-` + r.PostForm.Get("subject_token") + `","token_type":"Bearer","expires_in":3600}`))
+	}))
+	defer idp.Close()
+	next := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	obo := map[string]interface{}{
+		"tokenEndpoint": idp.URL + "/token", "clientId": "gateway", "clientSecret": "s", "audience": "api://orders",
+	}
+
+	null, err := loadPlugin(gopath, "github.com/oboexchange/nullplugin", "nullplugin", nil, next)
+	if err != nil {
+		return err
+	}
+	rewrite, err := loadPlugin(gopath, "github.com/oboexchange/rewriteplugin", "rewriteplugin", nil, next)
+	if err != nil {
+		return err
+	}
+	oboHandler, err := loadPlugin(gopath, env.PluginModule, "oboexchange", obo, next)
+	if err != nil {
+		return err
+	}
+	const users = 10000
+	tokens := make([]string, users)
+	for u := range tokens {
+		tokens[u] = "Bearer " + userToken(u)
+		if status := serve(oboHandler, tokens[u]); status != 0 {
+			return fmt.Errorf("warm-up exchange for user %d: status %d", u, status)
+		}
+	}
+
+	cases := []struct {
+		name    string
+		handler http.Handler
+		tokens  []string
+	}{
+		{"null plugin (only calls next)", null, tokens[:1]},
+		{"rewrite plugin (reads and sets Authorization)", rewrite, tokens[:1]},
+		{"oboexchange, cache hit, one user", oboHandler, tokens[:1]},
+		{"oboexchange, cache hit, 10,000 users", oboHandler, tokens},
+	}
+	perOp := make([][]float64, len(cases))
+	allocs := make([][]float64, len(cases))
+	for r := 0; r < rounds; r++ {
+		for c, tc := range cases {
+			ns, a := timeServe(tc.handler, tc.tokens, ops)
+			perOp[c] = append(perOp[c], ns)
+			allocs[c] = append(allocs[c], a)
+		}
+	}
+	nullNs := median(perOp[0])
+	fmt.Printf("\nServeHTTP under Yaegi %s, in process, loaded as Traefik loads plugins (median of %d interleaved rounds of %d calls)\n\n", "v0.16.1", rounds, ops)
+	t := newTable("case", "us/request", "over null plugin", "allocs/request")
+	for c, tc := range cases {
+		m := median(perOp[c])
+		t.row(tc.name, fmt.Sprintf("%.1f", m/1000), fmt.Sprintf("%+.1f us", (m-nullNs)/1000), fmt.Sprintf("%.0f", median(allocs[c])))
+	}
+	t.print()
+
+	if memEntries > 0 {
+		return cacheMemory(gopath, idp.URL, next, memEntries)
+	}
+	return nil
+}
+
+// serve runs one request and returns 0 when it reached the next handler, else the status.
+func serve(h http.Handler, authorization string) int {
+	req := httptest.NewRequest(http.MethodGet, "http://gateway.test/orders", nil)
+	req.Header.Set("Authorization", authorization)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		return rec.Code
+	}
+	return 0
+}
+
+// timeServe calls the handler ops times, rotating over tokens, and returns nanoseconds and heap
+// allocations per call. The request is reused; its Authorization header is reset each time, as
+// the plugin replaces it.
+func timeServe(h http.Handler, tokens []string, ops int) (float64, float64) {
+	req := httptest.NewRequest(http.MethodGet, "http://gateway.test/orders", nil)
+	w := &discard{h: http.Header{}}
+	values := make([][]string, len(tokens))
+	for i, tok := range tokens {
+		values[i] = []string{tok}
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	for i := 0; i < ops; i++ {
+		req.Header["Authorization"] = values[i%len(values)]
+		h.ServeHTTP(w, req)
+	}
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&after)
+	return float64(elapsed.Nanoseconds()) / float64(ops), float64(after.Mallocs-before.Mallocs) / float64(ops)
+}
+
+// cacheMemory fills a cache of n entries through ServeHTTP under Yaegi and reports the heap it
+// takes per entry, less the exchanged token itself.
+func cacheMemory(gopath, idpURL string, next http.Handler, n int) error {
+	h, err := loadPlugin(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
+		"tokenEndpoint": idpURL + "/token", "clientId": "gateway-mem", "clientSecret": "s", "audience": "api://mem",
+		"cacheMaxEntries": strconv.Itoa(n),
+	}, next)
+	if err != nil {
+		return err
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	tokenBytes := 0
+	for u := 0; u < n; u++ {
+		tok := userToken(1000000 + u)
+		tokenBytes += len("Bearer x-" + tok)
+		if status := serve(h, "Bearer "+tok); status != 0 {
+			return fmt.Errorf("exchange %d: status %d", u, status)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perEntry := float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+	fmt.Printf("\nCache memory under Yaegi: %d entries take %.1f MiB of heap: %.0f bytes per entry, of which %.0f are the exchanged token's header value, so %.0f bytes beyond the token\n",
+		n, float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), perEntry, float64(tokenBytes)/float64(n), perEntry-float64(tokenBytes)/float64(n))
+	runtime.KeepAlive(h)
+	return nil
+}
+
+// userToken is a JWT-sized opaque token for user u.
+func userToken(u int) string {
+	return fmt.Sprintf("user-%08d-%s", u, "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCIsImF1ZCI6ImdhdGV3YXkifQ.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXJl")
+}
