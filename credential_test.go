@@ -178,13 +178,13 @@ func TestCheckSubjectToken(t *testing.T) {
 		{`a"b`, false},
 	}
 	for _, tc := range tests {
-		f := checkSubjectToken(tc.token, testNow)
+		_, f := checkSubjectToken(tc.token, testNow)
 		if (f == nil) != tc.ok {
 			t.Errorf("checkSubjectToken(%q) = %v, want ok %v", tc.token, f, tc.ok)
 		}
 	}
 	expired := testJWT(map[string]interface{}{"sub": "u", "exp": testNow.Unix() - 1})
-	if f := checkSubjectToken(expired, testNow); f != errExpiredToken {
+	if _, f := checkSubjectToken(expired, testNow); f != errExpiredToken {
 		t.Errorf("expired JWT: %v, want errExpiredToken", f)
 	}
 }

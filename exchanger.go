@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,7 +46,7 @@ type flight struct {
 // obtain returns the entry for a subject token the cache does not hold. Concurrent calls for the
 // same token share one exchange (single flight): the first runs it, the others wait for its result,
 // which the timeout bounds.
-func (x *exchanger) obtain(token string, key [32]byte, log *logger) (*entry, *failure) {
+func (x *exchanger) obtain(token string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
 	x.flightsMu.Lock()
 	if fl := x.flights[key]; fl != nil {
 		x.flightsMu.Unlock()
@@ -60,7 +61,7 @@ func (x *exchanger) obtain(token string, key [32]byte, log *logger) (*entry, *fa
 	if e := x.cache.get(key); e != nil {
 		fl.entry = e
 	} else {
-		fl.entry, fl.failure = x.run(token, key, log)
+		fl.entry, fl.failure = x.run(token, subjectExp, key, log)
 	}
 
 	x.flightsMu.Lock()
@@ -71,7 +72,8 @@ func (x *exchanger) obtain(token string, key [32]byte, log *logger) (*entry, *fa
 }
 
 // run performs one exchange within the concurrency bound, caches its outcome and logs it.
-func (x *exchanger) run(token string, key [32]byte, log *logger) (*entry, *failure) {
+// subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
+func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
 	if x.active.Add(1) > x.maxConcurrent {
 		x.active.Add(-1)
 		log.printf(levelWarn, "token exchange refused", "reason", errBusy.reason, "subject", tokenHash(token))
@@ -81,16 +83,15 @@ func (x *exchanger) run(token string, key [32]byte, log *logger) (*entry, *failu
 	res, f := x.endpoint.exchange(token)
 	x.active.Add(-1)
 	now := time.Now()
-	latency := now.Sub(start).Round(time.Millisecond).String()
 
 	if f != nil {
 		level := levelError
-		if f.status == 401 {
+		if f.status == http.StatusUnauthorized {
 			level = levelWarn
 		}
 		log.printf(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
 			"reason", f.reason, "error", f.oauthError, "error_description", f.oauthDescription,
-			"latency", latency, "subject", tokenHash(token))
+			"latency", millis(now.Sub(start)), "subject", tokenHash(token))
 		if f.cacheable && x.negativeTTL > 0 {
 			x.cache.put(key, &entry{rejection: f, expires: now.Add(x.negativeTTL).Sub(epoch)})
 		}
@@ -98,17 +99,26 @@ func (x *exchanger) run(token string, key [32]byte, log *logger) (*entry, *failu
 	}
 
 	e := &entry{header: res.header}
-	subjectExp, _ := jwtExpiry(token)
-	until, ok := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
-	cached := "no"
-	if ok {
+	until, cached := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
+	if cached {
 		e.expires = until.Sub(epoch)
 		x.cache.put(key, e)
-		cached = until.Sub(now).Round(time.Second).String()
 	}
-	log.printf(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", latency,
-		"cached_for", cached, "subject", tokenHash(token))
+	// Arguments are built only when the line is written: this path runs on every cache miss.
+	if log.enabled(levelDebug) {
+		cachedFor := "0s"
+		if cached {
+			cachedFor = until.Sub(now).Round(time.Second).String()
+		}
+		log.printf(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", millis(now.Sub(start)),
+			"cached_for", cachedFor, "subject", tokenHash(token))
+	}
 	return e, nil
+}
+
+// millis formats a latency for the log.
+func millis(d time.Duration) string {
+	return d.Round(time.Millisecond / 10).String()
 }
 
 // The registry of exchangers, shared by every instance of the plugin in this Traefik.

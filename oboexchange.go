@@ -66,6 +66,7 @@ type Middleware struct {
 	upstreamHeader string // canonical form
 	log            *logger
 	x              *exchanger
+	cache          *cache // x.cache, one indirection less on the fast path
 
 	// fastHeader is the header of the cache-hit fast path: set when the token is read from a
 	// header and the new token written back to that same header (the default, Authorization).
@@ -97,6 +98,7 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 		upstreamHeader: http.CanonicalHeaderKey(s.upstreamHeader),
 		log:            newLogger(name, s.logLevel),
 		x:              x,
+		cache:          x.cache,
 	}
 	if len(s.sources) == 1 && s.sources[0].kind == sourceHeader && s.sources[0].name == m.upstreamHeader {
 		m.fastHeader = m.upstreamHeader
@@ -112,7 +114,13 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 // else goes through serve.
 func (m *Middleware) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if v := req.Header[m.fastHeader]; len(v) == 1 && len(v[0]) > 7 && v[0][:7] == "Bearer " {
-		if e := m.x.cache.get(sha256.Sum256([]byte(v[0][7:]))); e != nil && e.rejection == nil {
+		// cache.get, inlined: under Yaegi the call alone costs 2.5 us and 25 allocations.
+		key := sha256.Sum256([]byte(v[0][7:]))
+		s := m.cache.shards[key[0]&m.cache.mask]
+		s.mu.RLock()
+		e := s.m[key]
+		s.mu.RUnlock()
+		if e != nil && e.rejection == nil && e.expires > time.Since(epoch) {
 			req.Header[m.fastHeader] = []string{e.header}
 			m.next.ServeHTTP(rw, req)
 			return
@@ -131,16 +139,17 @@ func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	key := sha256.Sum256([]byte(c.token))
-	if e := m.x.cache.get(key); e != nil {
+	if e := m.cache.get(key); e != nil {
 		m.forward(rw, req, c, e)
 		return
 	}
-	if f := checkSubjectToken(c.token, time.Now()); f != nil {
+	subjectExp, f := checkSubjectToken(c.token, time.Now())
+	if f != nil {
 		m.log.printf(levelDebug, "request refused", "reason", f.reason, "subject", tokenHash(c.token))
 		m.reject(rw, f)
 		return
 	}
-	e, f := m.x.obtain(c.token, key, m.log)
+	e, f := m.x.obtain(c.token, subjectExp, key, m.log)
 	if f != nil {
 		m.reject(rw, f)
 		return

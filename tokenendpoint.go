@@ -270,13 +270,11 @@ func parseExpiresIn(v interface{}) (time.Duration, bool) {
 	return time.Duration(seconds * float64(time.Second)), true
 }
 
+// visibleASCII holds the characters 0x21 to 0x7e.
+const visibleASCII = "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
+
 // isVisibleASCII reports whether s holds only characters 0x21 to 0x7e, so it can be written into
-// a header without splitting it.
+// a header without splitting it. strings.Trim runs native (see isB64Token).
 func isVisibleASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(s, visibleASCII) == ""
 }

@@ -113,3 +113,18 @@ func TestLogValueQuoting(t *testing.T) {
 		}
 	}
 }
+
+func TestVisibleASCII(t *testing.T) {
+	if len(visibleASCII) != 0x7e-0x21+1 {
+		t.Fatalf("visibleASCII has %d characters", len(visibleASCII))
+	}
+	for c := 0; c < 256; c++ {
+		want := c >= 0x21 && c <= 0x7e
+		if got := isVisibleASCII("a" + string([]byte{byte(c)}) + "b"); got != want {
+			t.Errorf("byte %#x: %v, want %v", c, got, want)
+		}
+	}
+	if isVisibleASCII("") != true {
+		t.Error("empty string")
+	}
+}

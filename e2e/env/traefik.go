@@ -53,9 +53,10 @@ func TraefikBinary() (string, error) {
 
 // StartTraefik starts Traefik with the static configuration of examples/static/traefik.yml, with
 // its ports and folder replaced by free loopback ports and a temporary folder, and a shorter
-// configuration throttle. Dynamic
-// configuration files given in dynamic (name to content) are in place before it starts.
-func StartTraefik(dynamic map[string]string) (*Traefik, error) {
+// configuration throttle. Dynamic configuration files given in dynamic (name to content) are in
+// place before it starts. Other local plugins (folders of e2e/bench, whose module is
+// github.com/oboexchange/<folder>) can be loaded beside oboexchange.
+func StartTraefik(dynamic map[string]string, otherPlugins ...string) (*Traefik, error) {
 	bin, err := TraefikBinary()
 	if err != nil {
 		return nil, err
@@ -71,12 +72,18 @@ func StartTraefik(dynamic map[string]string) (*Traefik, error) {
 	if err := CopyPlugin(RepoRoot(), filepath.Join(dir, "plugins-local", "src", PluginModule)); err != nil {
 		return nil, err
 	}
+	for _, p := range otherPlugins {
+		src := filepath.Join(RepoRoot(), "e2e", "bench", p)
+		if err := CopyPlugin(src, filepath.Join(dir, "plugins-local", "src", "github.com/oboexchange", p)); err != nil {
+			return nil, err
+		}
+	}
 	for name, content := range dynamic {
 		if err := t.WriteDynamic(name, content); err != nil {
 			return nil, err
 		}
 	}
-	static, err := t.staticConfig()
+	static, err := t.staticConfig(otherPlugins)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +109,7 @@ func StartTraefik(dynamic map[string]string) (*Traefik, error) {
 }
 
 // staticConfig is examples/static/traefik.yml with the example's ports and folder replaced.
-func (t *Traefik) staticConfig() (string, error) {
+func (t *Traefik) staticConfig(otherPlugins []string) (string, error) {
 	web, err := freePort()
 	if err != nil {
 		return "", err
@@ -120,7 +127,17 @@ func (t *Traefik) staticConfig() (string, error) {
 		// Traefik coalesces configuration changes that come within 2 s (providersThrottleDuration);
 		// a shorter window lets each of the suite's many reloads reach the plugin.
 		"providers:\n": "providers:\n  providersThrottleDuration: 50ms\n",
+		"  localPlugins:\n": "  localPlugins:\n" + localPlugins(otherPlugins),
 	})
+}
+
+// localPlugins declares other local plugins in the static configuration.
+func localPlugins(names []string) string {
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteString("    " + n + ":\n      moduleName: github.com/oboexchange/" + n + "\n")
+	}
+	return b.String()
 }
 
 // Example reads a file of examples/ and makes the given replacements, each of which must apply:

@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -17,9 +19,22 @@ func main() {
 	concurrency := flag.Int("concurrency", 8, "concurrent connections of the load generator")
 	memEntries := flag.Int("mem-entries", 100000, "cache entries for the memory measurement (0 skips it)")
 	only := flag.String("only", "", "run only this part: yaegi or traefik")
+	missDelay := flag.Duration("miss-delay", 20*time.Millisecond, "how long the authorization server takes to answer in the cache-miss case")
 	serve := flag.String("serve-forwardauth", "", "internal: run the forwardAuth token-exchange service on this address")
 	idpURL := flag.String("token-endpoint", "", "internal: the forwardAuth service's token endpoint")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	var err error
 	switch {
@@ -28,13 +43,14 @@ func main() {
 	case *only == "yaegi":
 		err = inProcess(*rounds, *ops, *memEntries)
 	case *only == "traefik":
-		err = throughTraefik(*rounds, *requests, *concurrency)
+		err = throughTraefik(*rounds, *requests, *concurrency, *missDelay)
 	default:
 		if err = inProcess(*rounds, *ops, *memEntries); err == nil {
-			err = throughTraefik(*rounds, *requests, *concurrency)
+			err = throughTraefik(*rounds, *requests, *concurrency, *missDelay)
 		}
 	}
 	if err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
