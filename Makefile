@@ -16,7 +16,7 @@ E2E_ENV         := TRAEFIK_BIN=$(TRAEFIK) LABELS2CONF=$(LABELS2CONF)
 FUZZ_TARGETS    := FuzzExtractCredential FuzzParseTokenResponse FuzzJWTExpiry
 FUZZTIME        ?= 10s
 
-.PHONY: test lint unit yaegi-test fuzz e2e demo traefik
+.PHONY: test lint unit yaegi-test fuzz e2e demo bench soak traefik
 
 test: lint unit yaegi-test fuzz e2e
 
@@ -54,6 +54,15 @@ e2e: $(TRAEFIK) $(LABELS2CONF)
 # The main job: Traefik with the plugin, a real authorization server, a backend, and a walkthrough.
 demo: $(TRAEFIK)
 	cd e2e && $(E2E_ENV) go run ./cmd/demo $(DEMO_FLAGS)
+
+# Performance: the plugin under Yaegi in process, then through Traefik beside the alternatives.
+bench: $(TRAEFIK)
+	go test -run '^$$' -bench . -benchmem -count 5 . | tee $(CACHE_DIR)/bench-compiled.log
+	cd e2e && go build -o $(CACHE_DIR)/bench ./cmd/bench && $(E2E_ENV) $(CACHE_DIR)/bench $(BENCH_FLAGS)
+
+# Reliability: a burst, a long run over many users and reloads under load, through Traefik.
+soak: $(TRAEFIK)
+	cd e2e && go build -o $(CACHE_DIR)/soak ./cmd/soak && $(E2E_ENV) $(CACHE_DIR)/soak $(SOAK_FLAGS)
 
 traefik: $(TRAEFIK)
 

@@ -1,6 +1,7 @@
 package oboexchange
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,8 @@ type cache struct {
 type shard struct {
 	mu sync.RWMutex
 	m  map[[32]byte]*entry
+	// earliest is a lower bound of the expiries in m: no entry has expired before it.
+	earliest time.Duration
 }
 
 // shardCount is used when the bound is large; a small cache (and the tests of the bound) uses one
@@ -62,8 +65,9 @@ func (c *cache) get(key [32]byte) *entry {
 	return e
 }
 
-// put stores an entry. Past the bound, the shard the entry lands in frees a batch of entries
-// (see evict), so the bound holds whatever the traffic and the work stays within one shard.
+// put stores an entry. Past the bound, the shard the entry lands in drops its expired entries or,
+// if none has expired, one live entry at random, so the bound holds whatever the traffic and the
+// work stays within one shard.
 func (c *cache) put(key [32]byte, e *entry) {
 	if c.max == 0 {
 		return
@@ -72,48 +76,44 @@ func (c *cache) put(key [32]byte, e *entry) {
 	s.mu.Lock()
 	_, replaced := s.m[key]
 	s.m[key] = e
+	if e.expires < s.earliest {
+		s.earliest = e.expires
+	}
 	if !replaced && c.count.Add(1) > c.max {
-		c.count.Add(-int64(s.evict(key, time.Since(epoch), c.batch())))
+		c.count.Add(-int64(s.evict(key, time.Since(epoch))))
 	}
 	s.mu.Unlock()
 }
 
-// batch is how many entries an eviction frees: an eighth of a shard's share of the bound, so that
-// the scan of a shard (an interpreted loop under Yaegi, about half a millisecond for a full shard
-// of the default cache) runs once per many inserts rather than on each.
-func (c *cache) batch() int {
-	n := int(c.max) / len(c.shards) / 8
-	if n < 1 {
-		return 1
-	}
-	return n
-}
-
-// evict runs with the shard locked. It drops every expired entry of the shard and, if that frees
-// fewer than want, live entries in the map's (random) order until want are dropped, never keep,
-// the entry just stored, unless it is the only one left. It returns how many entries it dropped.
-func (s *shard) evict(keep [32]byte, now time.Duration, want int) int {
+// evict runs with the shard locked and returns how many entries it dropped. The scan for expired
+// entries (an interpreted loop under Yaegi, about half a millisecond for a full shard of the
+// default cache) runs only when one may have expired, as told by earliest; otherwise one entry
+// goes, picked by the map's random order, never keep (the entry just stored) unless it is alone.
+func (s *shard) evict(keep [32]byte, now time.Duration) int {
 	dropped := 0
-	for k, e := range s.m {
-		if e.expires <= now {
-			delete(s.m, k)
-			dropped++
+	if now >= s.earliest {
+		earliest := time.Duration(math.MaxInt64)
+		for k, e := range s.m {
+			if e.expires <= now {
+				delete(s.m, k)
+				dropped++
+			} else if e.expires < earliest {
+				earliest = e.expires
+			}
 		}
+		s.earliest = earliest
+	}
+	if dropped > 0 {
+		return dropped
 	}
 	for k := range s.m {
-		if dropped >= want {
-			break
-		}
 		if k != keep {
 			delete(s.m, k)
-			dropped++
+			return 1
 		}
 	}
-	if dropped == 0 {
-		delete(s.m, keep)
-		dropped = 1
-	}
-	return dropped
+	delete(s.m, keep)
+	return 1
 }
 
 // len counts the entries, expired ones included (tests and benchmarks).

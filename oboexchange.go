@@ -61,7 +61,6 @@ func CreateConfig() *Config {
 // survives a configuration reload (the cache, the connection pool) lives in the shared exchanger.
 type Middleware struct {
 	next           http.Handler
-	name           string
 	sources        []source
 	upstreamHeader string // canonical form
 	log            *logger
@@ -93,7 +92,6 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 
 	m := &Middleware{
 		next:           next,
-		name:           name,
 		sources:        s.sources,
 		upstreamHeader: http.CanonicalHeaderKey(s.upstreamHeader),
 		log:            newLogger(name, s.logLevel),

@@ -105,13 +105,13 @@ func exampleConfigs() (map[string]string, error) {
 		}},
 		"keycloak.yml": {"rfc8693/keycloak.yml", map[string]string{
 			"https://keycloak.example.com/realms/demo/protocol/openid-connect/token": idp.TokenEndpoint,
-			"/run/secrets/obo-client-secret": gatewaySecret,
-			"http://inventory:8080":          echo.URL,
+			"/run/secrets/obo-client-secret":                                         gatewaySecret,
+			"http://inventory:8080":                                                  echo.URL,
 		}},
 		"entra.yml": {"entra/entra.yml", map[string]string{
 			"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token": entra.TokenEndpoint,
-			"/run/secrets/obo-client-secret": entraSecretFile,
-			"http://reports:8080":            echo.URL,
+			"/run/secrets/obo-client-secret":                                              entraSecretFile,
+			"http://reports:8080":                                                         echo.URL,
 		}},
 	}
 	out := map[string]string{}

@@ -51,6 +51,21 @@ func TraefikBinary() (string, error) {
 	return bin, nil
 }
 
+// TraefikVersion is the version the Traefik binary reports.
+func TraefikVersion() string {
+	bin, err := TraefikBinary()
+	if err != nil {
+		return "(unknown version)"
+	}
+	out, _ := exec.Command(bin, "version").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Version:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "(unknown version)"
+}
+
 // StartTraefik starts Traefik with the static configuration of examples/static/traefik.yml, with
 // its ports and folder replaced by free loopback ports and a temporary folder, and a shorter
 // configuration throttle. Dynamic configuration files given in dynamic (name to content) are in
@@ -126,7 +141,7 @@ func (t *Traefik) staticConfig(otherPlugins []string) (string, error) {
 		"/etc/traefik/dynamic": t.DynamicDir,
 		// Traefik coalesces configuration changes that come within 2 s (providersThrottleDuration);
 		// a shorter window lets each of the suite's many reloads reach the plugin.
-		"providers:\n": "providers:\n  providersThrottleDuration: 50ms\n",
+		"providers:\n":      "providers:\n  providersThrottleDuration: 50ms\n",
 		"  localPlugins:\n": "  localPlugins:\n" + localPlugins(otherPlugins),
 	})
 }
@@ -264,6 +279,38 @@ func (t *Traefik) Pid() int { return t.cmd.Process.Pid }
 func (t *Traefik) Log() string {
 	b, _ := os.ReadFile(filepath.Join(t.Dir, "traefik.log"))
 	return string(b)
+}
+
+// LogFollower reads what Traefik logs from a point on, a complete line at a time.
+type LogFollower struct {
+	t       *Traefik
+	offset  int64
+	partial string
+}
+
+// Follow starts reading Traefik's log from its current end.
+func (t *Traefik) Follow() *LogFollower {
+	info, err := os.Stat(filepath.Join(t.Dir, "traefik.log"))
+	f := &LogFollower{t: t}
+	if err == nil {
+		f.offset = info.Size()
+	}
+	return f
+}
+
+// Next returns the complete lines logged since the previous call.
+func (f *LogFollower) Next() string {
+	file, err := os.Open(filepath.Join(f.t.Dir, "traefik.log"))
+	if err != nil {
+		return ""
+	}
+	defer file.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(file, f.offset, 1<<40))
+	f.offset += int64(len(b))
+	text := f.partial + string(b)
+	cut := strings.LastIndexByte(text, '\n') + 1
+	f.partial = text[cut:]
+	return text[:cut]
 }
 
 // Stop ends Traefik (SIGTERM, then SIGKILL after 10 s) and removes its folder.

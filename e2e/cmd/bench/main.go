@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime/pprof"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -66,41 +65,4 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// table prints aligned columns in Markdown, so the output can go into the README as it is.
-type table struct {
-	rows [][]string
-}
-
-func newTable(header ...string) *table { return &table{rows: [][]string{header}} }
-
-func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
-
-func (t *table) print() {
-	widths := make([]int, len(t.rows[0]))
-	for _, r := range t.rows {
-		for i, c := range r {
-			if len(c) > widths[i] {
-				widths[i] = len(c)
-			}
-		}
-	}
-	line := func(r []string) {
-		var b strings.Builder
-		b.WriteString("|")
-		for i, c := range r {
-			b.WriteString(" " + c + strings.Repeat(" ", widths[i]-len(c)) + " |")
-		}
-		fmt.Println(b.String())
-	}
-	line(t.rows[0])
-	sep := make([]string, len(widths))
-	for i, w := range widths {
-		sep[i] = strings.Repeat("-", w)
-	}
-	line(sep)
-	for _, r := range t.rows[1:] {
-		line(r)
-	}
 }

@@ -117,7 +117,7 @@ func inProcess(rounds, ops int, memEntries int) error {
 	const users = 10000
 	tokens := make([]string, users)
 	for u := range tokens {
-		tokens[u] = "Bearer " + userToken(u)
+		tokens[u] = "Bearer " + env.UserToken(u)
 		if status := serve(oboHandler, tokens[u]); status != 0 {
 			return fmt.Errorf("warm-up exchange for user %d: status %d", u, status)
 		}
@@ -144,12 +144,12 @@ func inProcess(rounds, ops int, memEntries int) error {
 	}
 	nullNs := median(perOp[0])
 	fmt.Printf("\nServeHTTP under Yaegi %s, in process, loaded as Traefik loads plugins (median of %d interleaved rounds of %d calls)\n\n", "v0.16.1", rounds, ops)
-	t := newTable("case", "us/request", "over null plugin", "allocs/request")
+	t := env.NewTable("case", "us/request", "over null plugin", "allocs/request")
 	for c, tc := range cases {
 		m := median(perOp[c])
-		t.row(tc.name, fmt.Sprintf("%.1f", m/1000), fmt.Sprintf("%+.1f us", (m-nullNs)/1000), fmt.Sprintf("%.0f", median(allocs[c])))
+		t.Row(tc.name, fmt.Sprintf("%.1f", m/1000), fmt.Sprintf("%+.1f us", (m-nullNs)/1000), fmt.Sprintf("%.0f", median(allocs[c])))
 	}
-	t.print()
+	t.Print()
 
 	missHandler, err := loadPlugin(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
 		"tokenEndpoint": idp.URL + "/token", "clientId": "gateway-miss", "clientSecret": "s", "audience": "api://orders",
@@ -217,7 +217,7 @@ func cacheMemory(gopath, idpURL string, next http.Handler, n int) error {
 	runtime.ReadMemStats(&before)
 	tokenBytes := 0
 	for u := 0; u < n; u++ {
-		tok := userToken(1000000 + u)
+		tok := env.UserToken(1000000 + u)
 		tokenBytes += len("Bearer x-" + tok)
 		if status := serve(h, "Bearer "+tok); status != 0 {
 			return fmt.Errorf("exchange %d: status %d", u, status)
@@ -232,15 +232,9 @@ func cacheMemory(gopath, idpURL string, next http.Handler, n int) error {
 	return nil
 }
 
-// userToken is a JWT-sized opaque token for user u.
-func userToken(u int) string {
-	return fmt.Sprintf("user-%08d-%s", u, "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCIsImF1ZCI6ImdhdGV3YXkifQ.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXJl")
-}
-
 // missCost measures a cache miss under Yaegi against an instant token endpoint, beside the same
 // token-endpoint round trip made by compiled code: the difference is what the plugin adds. Its
-// cache is large enough that no eviction happens; at the bound an eviction adds a shard scan
-// once per batch of inserts.
+// cache is large enough that no eviction happens.
 func missCost(h http.Handler, idpURL string, rounds int) error {
 	const ops = 1000
 	client := &http.Client{}
@@ -249,7 +243,7 @@ func missCost(h http.Handler, idpURL string, rounds int) error {
 	for r := 0; r < rounds; r++ {
 		start := time.Now()
 		for i := 0; i < ops; i++ {
-			if status := serve(h, "Bearer "+userToken(next)); status != 0 {
+			if status := serve(h, "Bearer "+env.UserToken(next)); status != 0 {
 				return fmt.Errorf("miss: status %d", status)
 			}
 			next++
@@ -257,7 +251,7 @@ func missCost(h http.Handler, idpURL string, rounds int) error {
 		plugin = append(plugin, float64(time.Since(start).Nanoseconds())/ops)
 		start = time.Now()
 		for i := 0; i < ops; i++ {
-			resp, err := client.PostForm(idpURL+"/token", map[string][]string{"subject_token": {userToken(next)}})
+			resp, err := client.PostForm(idpURL+"/token", map[string][]string{"subject_token": {env.UserToken(next)}})
 			if err != nil {
 				return err
 			}

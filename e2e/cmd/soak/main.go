@@ -1,0 +1,232 @@
+// Command soak puts oboexchange inside Traefik under load and reloads: a burst of concurrent first
+// requests of one user, a long run over many users, then configuration reloads under load. It
+// prints what the authorization server saw, the errors, and Traefik's memory and goroutines.
+// `make soak` runs it; the README's Reliability section records its figures.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oboexchange/oboexchange/e2e/env"
+)
+
+func main() {
+	users := flag.Int("users", 10000, "distinct users")
+	requests := flag.Int("requests", 1000000, "requests of the long run")
+	burst := flag.Int("burst", 500, "concurrent first requests of one user")
+	delay := flag.Duration("delay", 50*time.Millisecond, "how long the authorization server takes to answer")
+	concurrency := flag.Int("concurrency", 64, "connections of the load generator")
+	reloads := flag.Int("reloads", 1000, "configuration reloads under load")
+	flag.Parse()
+	if err := run(*users, *requests, *burst, *concurrency, *reloads, *delay); err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		os.Exit(1)
+	}
+}
+
+// soakRoute is the plugin's router; logLevel debug makes the plugin log each New ("configured"),
+// which is how reloads are counted. The cache holds every user of the run (a cache smaller than
+// the active users sends the ones it drops back to the authorization server).
+func soakRoute(tokenEndpoint, backend string, cacheSize int) string {
+	return `http:
+  routers:
+    soak: {rule: "Host(` + "`soak.test`" + `)", entryPoints: [web], service: backend, middlewares: [soak-obo]}
+  middlewares:
+    soak-obo:
+      plugin:
+        oboexchange: {tokenEndpoint: "` + tokenEndpoint + `", clientId: gateway, clientSecret: s, audience: "api://orders", logLevel: debug, cacheMaxEntries: "` + strconv.Itoa(cacheSize) + `"}
+  services:
+    backend: {loadBalancer: {servers: [{url: "` + backend + `"}], serversTransport: quick}}
+  # Idle connections to the backend close after 1 s instead of 90 s, so that the goroutines
+  # counted after each phase are not Traefik's connection pool.
+  serversTransports:
+    quick: {forwardingTimeouts: {idleConnTimeout: 1s}}
+`
+}
+
+// otherRoute is an unrelated router; rewriting it makes Traefik apply a new configuration.
+func otherRoute(i int, backend string) string {
+	return "http:\n  routers:\n    other:\n      rule: \"Host(`other-" + strconv.Itoa(i) + ".test`)\"\n      entryPoints: [web]\n      service: other\n" +
+		"  services:\n    other: {loadBalancer: {servers: [{url: \"" + backend + "\"}]}}\n"
+}
+
+type snapshot struct {
+	rssMiB     float64
+	heapMiB    float64
+	goroutines int
+}
+
+func take(t *env.Traefik) (snapshot, error) {
+	rss, err := t.Metric("process_resident_memory_bytes")
+	if err != nil {
+		return snapshot{}, err
+	}
+	heap, err := t.Metric("go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return snapshot{}, err
+	}
+	g, err := t.Metric("go_goroutines")
+	if err != nil {
+		return snapshot{}, err
+	}
+	return snapshot{rssMiB: rss / (1 << 20), heapMiB: heap / (1 << 20), goroutines: int(g)}, nil
+}
+
+// settle closes the load generators' idle connections and lets Traefik's goroutines for them
+// end before a snapshot.
+func settle(t *env.Traefik, loaders ...*env.Loader) (snapshot, error) {
+	for _, l := range loaders {
+		l.CloseIdle()
+	}
+	time.Sleep(3 * time.Second)
+	return take(t)
+}
+
+func run(users, requests, burst, concurrency, reloads int, delay time.Duration) error {
+	backend, err := env.StartNoContent()
+	if err != nil {
+		return err
+	}
+	idp, err := env.StartTokenServer(delay)
+	if err != nil {
+		return err
+	}
+	t, err := env.StartTraefik(map[string]string{"soak.yml": soakRoute(idp.URL, backend, 2*users), "other.yml": otherRoute(0, backend)})
+	if err != nil {
+		return err
+	}
+	defer t.Stop()
+	if _, err := t.WaitRouter("soak", "enabled", 60*time.Second); err != nil {
+		return err
+	}
+	load := &env.Loader{Base: t.WebURL, Concurrency: concurrency}
+	if r := load.Run("soak.test", []string{"Bearer warm-up-user"}, 10); r.Errors > 0 {
+		return fmt.Errorf("warm-up: %d errors", r.Errors)
+	}
+	start, err := settle(t, load)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Soak test: Traefik %s with oboexchange (cacheMaxEntries %d); the authorization server answers after %v.\n\n", env.TraefikVersion(), 2*users, delay)
+	tab := env.NewTable("phase", "requests", "errors", "token-endpoint calls", "expected calls", "Traefik RSS", "Go heap in use", "goroutines", "took")
+	row := func(phase string, n, errors int, calls, expected int64, s snapshot, took time.Duration) {
+		tab.Row(phase, strconv.Itoa(n), strconv.Itoa(errors), strconv.FormatInt(calls, 10), strconv.FormatInt(expected, 10),
+			fmt.Sprintf("%.1f MiB", s.rssMiB), fmt.Sprintf("%.1f MiB", s.heapMiB), strconv.Itoa(s.goroutines), took.Round(time.Second).String())
+	}
+	row("after start", 10, 0, idp.Calls(), 1, start, 0)
+
+	// 1. A burst of concurrent first requests of one user: one exchange.
+	calls0 := idp.Calls()
+	t0 := time.Now()
+	burstLoad := &env.Loader{Base: t.WebURL, Concurrency: burst}
+	r := burstLoad.Run("soak.test", []string{"Bearer burst-user"}, burst)
+	s, err := settle(t, burstLoad)
+	if err != nil {
+		return err
+	}
+	row(fmt.Sprintf("burst: %d concurrent first requests of one user", burst), burst, r.Errors, idp.Calls()-calls0, 1, s, time.Since(t0))
+
+	// 2. The long run: users in turn, so every user's first request is a miss and the rest hits.
+	tokens := make([]string, users)
+	for i := range tokens {
+		tokens[i] = "Bearer " + env.UserToken(i)
+	}
+	calls0 = idp.Calls()
+	t0 = time.Now()
+	errors := 0
+	const chunk = 100000
+	for done := 0; done < requests; done += chunk {
+		n := chunk
+		if requests-done < n {
+			n = requests - done
+		}
+		// Each chunk starts where the previous one stopped in the rotation of users.
+		rotated := append(append([]string(nil), tokens[done%users:]...), tokens[:done%users]...)
+		res := load.Run("soak.test", rotated, n)
+		errors += res.Errors
+		snap, err := take(t)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  %7d requests: %6.0f req/s, p50 %v, p99 %v, RSS %.1f MiB, heap %.1f MiB, goroutines %d\n",
+			done+n, res.RPS, res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), snap.rssMiB, snap.heapMiB, snap.goroutines)
+	}
+	s, err = settle(t, load)
+	if err != nil {
+		return err
+	}
+	row(fmt.Sprintf("long run: %d requests over %d users", requests, users), requests, errors, idp.Calls()-calls0, int64(users), s, time.Since(t0))
+	beforeReloads := s
+
+	// 3. Configuration reloads under load: the cache survives, nothing fails, nothing grows.
+	calls0 = idp.Calls()
+	t0 = time.Now()
+	applied, served, failed, err := reloadUnderLoad(t, load, tokens, backend, reloads)
+	if err != nil {
+		return err
+	}
+	s, err = settle(t, load)
+	if err != nil {
+		return err
+	}
+	row(fmt.Sprintf("%d reloads under load (%d applied to the plugin)", reloads, applied), served, failed, idp.Calls()-calls0, 0, s, time.Since(t0))
+	// Last, the plugin's idle connections to the authorization server (at most 32, kept 90 s like
+	// net/http's default) close too: goroutines go back to where they started.
+	time.Sleep(95 * time.Second)
+	idle, err := take(t)
+	if err != nil {
+		return err
+	}
+	row("after 95 s without traffic", 0, 0, 0, 0, idle, 95*time.Second)
+	fmt.Println()
+	tab.Print()
+	fmt.Printf("\nOver the reloads: RSS %+.1f MiB, Go heap %+.1f MiB, goroutines %+d.\n",
+		s.rssMiB-beforeReloads.rssMiB, s.heapMiB-beforeReloads.heapMiB, s.goroutines-beforeReloads.goroutines)
+	return nil
+}
+
+// reloadUnderLoad rewrites an unrelated router reloads times, each time waiting until the plugin
+// has been created again, while requests of the cached users keep flowing.
+func reloadUnderLoad(t *env.Traefik, load *env.Loader, tokens []string, backend string, reloads int) (applied, served, failed int, err error) {
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var n, errs atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			r := load.Run("soak.test", tokens, 5000)
+			n.Add(5000)
+			errs.Add(int64(r.Errors))
+		}
+	}()
+	log := t.Follow()
+	const marker = "middleware=soak-obo@file msg=configured"
+	for i := 1; i <= reloads; i++ {
+		if err = t.WriteDynamic("other.yml", otherRoute(i, backend)); err != nil {
+			break
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(log.Next(), marker) {
+			if time.Now().After(deadline) {
+				err = fmt.Errorf("reload %d did not reach the plugin within 10s", i)
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err != nil {
+			break
+		}
+		applied++
+	}
+	stop.Store(true)
+	wg.Wait()
+	return applied, int(n.Load()), int(errs.Load()), err
+}
