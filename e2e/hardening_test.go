@@ -24,26 +24,11 @@ func TestQueryAndCookieSources(t *testing.T) {
 		t.Errorf("backend URI = %q", r.received.RequestURI)
 	}
 
-	r = sendWithCookie(t, "sources.test", "/cookie", "theme=dark; session="+user+"; lang=en")
+	r = sendHeader(t, "sources.test", "/cookie", "Cookie", "theme=dark; session="+user+"; lang=en")
 	forwardedToken(t, r, user)
 	if got := strings.Join(r.received.Header["Cookie"], "; "); got != "theme=dark; lang=en" {
 		t.Errorf("backend Cookie = %q", got)
 	}
-}
-
-func sendWithCookie(t *testing.T, host, path, cookie string) response {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, traefik.WebURL+path, nil)
-	req.Host = host
-	req.Header.Set("Cookie", cookie)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := response{status: resp.StatusCode, header: resp.Header}
-	decodeReceived(t, resp, &r)
-	return r
 }
 
 // While the authorization server hangs, exchanges past maxConcurrentExchanges are refused at once

@@ -187,13 +187,19 @@ var client = &http.Client{Timeout: 30 * time.Second}
 // send makes a GET through Traefik's web entry point with a Host and an Authorization value.
 func send(t *testing.T, host, path, authorization string) response {
 	t.Helper()
+	return sendHeader(t, host, path, "Authorization", authorization)
+}
+
+// sendHeader makes a GET through Traefik with a Host and one header (none when value is empty).
+func sendHeader(t *testing.T, host, path, name, value string) response {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, traefik.WebURL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Host = host
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
+	if value != "" {
+		req.Header.Set(name, value)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
