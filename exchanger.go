@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,8 +90,10 @@ func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *l
 		if f.status == http.StatusUnauthorized {
 			level = levelWarn
 		}
+		// A server may quote the token it refuses; it must not reach the log that way.
+		description := strings.ReplaceAll(f.oauthDescription, token, "[subject token]")
 		log.printf(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
-			"reason", f.reason, "error", f.oauthError, "error_description", f.oauthDescription,
+			"reason", f.reason, "error", f.oauthError, "error_description", description,
 			"latency", millis(now.Sub(start)), "subject", tokenHash(token))
 		if f.cacheable && x.negativeTTL > 0 {
 			x.cache.put(key, &entry{rejection: f, expires: now.Add(x.negativeTTL).Sub(epoch)})

@@ -268,6 +268,20 @@ func TestConcurrentExchangeBound(t *testing.T) {
 	wantStatus(t, call(h, "Bearer "+opaqueToken(300)), 204)
 }
 
+// A server that quotes the refused token in its description does not get it into the log (the
+// check is captureLogs's).
+func TestQuotedTokenIsRedacted(t *testing.T) {
+	logs := captureLogs(t)
+	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		answer(w, 400, `{"error":"invalid_grant","error_description":"token `+userToken+` is revoked"}`)
+	})
+	h, _ := newTestMiddleware(t, testConfig(ts.url()))
+	wantStatus(t, call(h, "Bearer "+userToken), 401)
+	if !strings.Contains(logs.String(), `error_description="token [subject token] is revoked"`) {
+		t.Errorf("log line: %s", logs.String())
+	}
+}
+
 // Failed exchanges are logged once, with what an operator needs and no secret; cache hits are not
 // logged at the default level.
 func TestLogLines(t *testing.T) {
