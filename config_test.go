@@ -130,7 +130,7 @@ func TestConfigDefaults(t *testing.T) {
 
 // clientSecretFile is read at start and again when the file changes.
 func TestClientSecretFileRotation(t *testing.T) {
-	captureLogs(t)
+	logs := captureLogs(t)
 	path := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(path, []byte("first-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -155,5 +155,17 @@ func TestClientSecretFileRotation(t *testing.T) {
 	wantStatus(t, call(h, "Bearer "+opaqueToken(2)), http.StatusNoContent)
 	if got := ts.last(t).form.Get("client_secret"); got != "second-secret-longer" {
 		t.Errorf("after rotation client_secret = %q", got)
+	}
+
+	// A file that disappears keeps the last good secret in use, and says so in the log.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, call(h, "Bearer "+opaqueToken(3)), http.StatusNoContent)
+	if got := ts.last(t).form.Get("client_secret"); got != "second-secret-longer" {
+		t.Errorf("after removal client_secret = %q", got)
+	}
+	if !strings.Contains(logs.String(), `level=warn`) || !strings.Contains(logs.String(), "client secret file could not be read again") {
+		t.Errorf("no warning in the log: %s", logs.String())
 	}
 }

@@ -80,8 +80,12 @@ func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *l
 		log.printf(levelWarn, "token exchange refused", "reason", errBusy.reason, "subject", tokenHash(token))
 		return nil, errBusy
 	}
+	secret, err := x.endpoint.secret.get()
+	if err != nil {
+		log.printf(levelWarn, "client secret file could not be read again; the last good secret is used", "error", err.Error())
+	}
 	start := time.Now()
-	res, f := x.endpoint.exchange(token)
+	res, f := x.endpoint.exchange(token, secret)
 	x.active.Add(-1)
 	now := time.Now()
 

@@ -26,7 +26,7 @@ func newSecretSource(inline, path string) *secretSource {
 }
 
 // get returns the current secret. When the file changed but cannot be read, the last good secret
-// is kept and the error is returned for the log.
+// (New made sure there is one) is kept, and the error returned for the caller to log.
 func (s *secretSource) get() (string, error) {
 	if s.path == "" {
 		return s.value, nil

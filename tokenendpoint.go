@@ -100,10 +100,10 @@ func staticForm(s *settings) string {
 // included, and does not depend on the client's request: other requests may be waiting for this
 // same exchange. A server error or a broken connection is retried once after a short jittered
 // pause when the budget allows; nothing else is.
-func (c *endpointClient) exchange(subjectToken string) (tokenResult, *failure) {
+func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *failure) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	res, f, retry := c.attempt(ctx, subjectToken)
+	res, f, retry := c.attempt(ctx, subjectToken, secret)
 	if !retry {
 		return res, f
 	}
@@ -112,13 +112,13 @@ func (c *endpointClient) exchange(subjectToken string) (tokenResult, *failure) {
 		return res, f
 	}
 	time.Sleep(pause)
-	res, f, _ = c.attempt(ctx, subjectToken)
+	res, f, _ = c.attempt(ctx, subjectToken, secret)
 	return res, f
 }
 
 // attempt sends one request; retry says whether another one may succeed.
-func (c *endpointClient) attempt(ctx context.Context, subjectToken string) (tokenResult, *failure, bool) {
-	req, err := c.newRequest(ctx, subjectToken)
+func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret string) (tokenResult, *failure, bool) {
+	req, err := c.newRequest(ctx, subjectToken, secret)
 	if err != nil {
 		return tokenResult{}, errExchangeFailed(err.Error(), "", ""), false
 	}
@@ -147,11 +147,7 @@ func (c *endpointClient) attempt(ctx context.Context, subjectToken string) (toke
 // newRequest builds the POST with the client authentication of the configured method. With
 // client_secret_basic, id and secret are form-urlencoded before base64 (RFC 6749 section 2.3.1),
 // so secrets holding ":", "%" or "+" survive.
-func (c *endpointClient) newRequest(ctx context.Context, subjectToken string) (*http.Request, error) {
-	secret, err := c.secret.get()
-	if err != nil && secret == "" {
-		return nil, err
-	}
+func (c *endpointClient) newRequest(ctx context.Context, subjectToken, secret string) (*http.Request, error) {
 	param := "subject_token="
 	if c.flow == flowEntra {
 		param = "assertion="

@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -257,13 +256,7 @@ func (e *Entra) sync() {
 // reading it are gone.
 func (e *Entra) Stop() {
 	e.stop.Do(func() {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-e.done:
-		case <-time.After(5 * time.Second):
-			_ = e.cmd.Process.Kill()
-			<-e.done
-		}
+		terminate(e.cmd.Process, e.done, 5*time.Second)
 		e.client.CloseIdleConnections()
 	})
 }

@@ -316,19 +316,25 @@ func (f *LogFollower) Next() string {
 // Stop ends Traefik (SIGTERM, then SIGKILL after 10 s) and removes its folder.
 func (t *Traefik) Stop() {
 	if t.cmd != nil && t.cmd.Process != nil {
-		_ = t.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-t.done:
-		case <-time.After(10 * time.Second):
-			_ = t.cmd.Process.Kill()
-			<-t.done
-		}
+		terminate(t.cmd.Process, t.done, 10*time.Second)
 	}
 	if t.logFile != nil {
 		t.logFile.Close()
 	}
 	if os.Getenv("KEEP_TRAEFIK_DIR") == "" {
 		_ = os.RemoveAll(t.Dir)
+	}
+}
+
+// terminate sends SIGTERM, kills the process after grace, and waits until done is closed (by the
+// goroutine waiting for the process).
+func terminate(p *os.Process, done <-chan struct{}, grace time.Duration) {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = p.Kill()
+		<-done
 	}
 }
 
