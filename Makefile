@@ -1,4 +1,6 @@
 SHELL := /bin/bash
+# Every recipe line fails on the first failing command, pipelines included.
+.SHELLFLAGS := -eo pipefail -c
 
 # oboexchange: `make demo` runs the plugin inside a real Traefik; `make test` runs every test.
 # Everything a run needs (yaegi, the Traefik binary, node packages) is installed on first use into
@@ -15,15 +17,18 @@ GOPATH_DIR      := $(CACHE_DIR)/gopath
 E2E_ENV         := TRAEFIK_BIN=$(TRAEFIK) LABELS2CONF=$(LABELS2CONF)
 FUZZ_TARGETS    := FuzzExtractCredential FuzzParseTokenResponse FuzzJWTExpiry
 FUZZTIME        ?= 10s
+STATICCHECK     := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GO_FILES        := $(wildcard $(shell git ls-files --cached --others --exclude-standard '*.go'))
 
 .PHONY: test lint unit yaegi-test fuzz e2e demo bench soak traefik
 
 test: lint unit yaegi-test fuzz e2e
 
 lint:
-	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); exit 1; }
+	@unformatted="$$(gofmt -l $(GO_FILES))"; test -z "$$unformatted" || { echo "gofmt needed on: $$unformatted"; exit 1; }
 	go vet ./...
-	cd e2e && go vet ./...
+	$(STATICCHECK) ./...
+	cd e2e && go vet ./... && $(STATICCHECK) ./...
 
 # Compiled, with the race detector.
 unit:
@@ -34,8 +39,8 @@ yaegi-test: $(YAEGI)
 	@mkdir -p $(GOPATH_DIR)/src/$(dir $(MODULE))
 	@ln -sfn $(CURDIR) $(GOPATH_DIR)/src/$(MODULE)
 	cd $(GOPATH_DIR)/src/$(MODULE) && GOPATH=$(GOPATH_DIR) GO111MODULE=off $(YAEGI) test -v . 2>&1 | \
-		tee $(CACHE_DIR)/yaegi-test.log | grep -E '^(--- FAIL|FAIL|PASS|ok|panic)' ; \
-		grep -q '^PASS$$' $(CACHE_DIR)/yaegi-test.log && ! grep -q '^--- FAIL' $(CACHE_DIR)/yaegi-test.log
+		tee $(CACHE_DIR)/yaegi-test.log | grep -E '^(--- FAIL|FAIL|PASS|ok|panic)'
+	@! grep -q -- '--- FAIL' $(CACHE_DIR)/yaegi-test.log
 
 # A short run of each fuzz target (their seed corpora are in testdata/fuzz and run with `unit`).
 fuzz:
@@ -48,8 +53,8 @@ $(YAEGI):
 
 # End-to-end: the plugin inside a real Traefik, against real authorization servers.
 e2e: $(TRAEFIK) $(LABELS2CONF)
-	cd e2e && $(E2E_ENV) go test -count=1 -timeout 30m -v ./... 2>&1 | tee $(CACHE_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' | grep -v '{"event":' ; \
-		test $${PIPESTATUS[0]} -eq 0
+	cd e2e && $(E2E_ENV) go test -count=1 -timeout 30m -v ./... 2>&1 | tee $(CACHE_DIR)/e2e.log | \
+		grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' | grep -v '{"event":'
 
 # The main job: Traefik with the plugin, a real authorization server, a backend, and a walkthrough.
 demo: $(TRAEFIK)

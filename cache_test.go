@@ -1,15 +1,10 @@
 package oboexchange
 
 import (
-	"context"
-	"crypto/sha256"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 )
-
-var testNow = time.Unix(1900000000, 0)
 
 func TestLifetime(t *testing.T) {
 	margin := 30 * time.Second
@@ -32,23 +27,20 @@ func TestLifetime(t *testing.T) {
 		{name: "new token already expired", newExp: testNow.Add(-time.Minute), want: 0},
 	}
 	for _, tc := range tests {
-		until, ok := lifetime(testNow, tc.expiresIn, tc.newExp, tc.subjectExp, margin)
-		if tc.want == 0 {
-			if ok {
-				t.Errorf("%s: cached until +%v, want not cached", tc.name, until.Sub(testNow))
+		t.Run(tc.name, func(t *testing.T) {
+			until, ok := lifetime(testNow, tc.expiresIn, tc.newExp, tc.subjectExp, margin)
+			if tc.want == 0 {
+				if ok {
+					t.Errorf("cached until +%v, want not cached", until.Sub(testNow))
+				}
+				return
 			}
-			continue
-		}
-		if !ok || until.Sub(testNow) != tc.want {
-			t.Errorf("%s: until +%v (ok %v), want +%v", tc.name, until.Sub(testNow), ok, tc.want)
-		}
+			if !ok || until.Sub(testNow) != tc.want {
+				t.Errorf("until +%v (ok %v), want +%v", until.Sub(testNow), ok, tc.want)
+			}
+		})
 	}
 }
-
-func key(s string) [32]byte { return sha256.Sum256([]byte(s)) }
-
-// in returns an expiry d from now on the cache's clock.
-func in(d time.Duration) time.Duration { return time.Since(epoch) + d }
 
 func TestCacheBoundEvictsExpiredFirst(t *testing.T) {
 	c := newCache(3)
@@ -129,68 +121,57 @@ func TestCacheGetIgnoresExpired(t *testing.T) {
 	}
 }
 
-func TestCacheHit(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	h, b := newTestMiddleware(t, testConfig(ts.url()))
-
-	for i := 0; i < 5; i++ {
-		wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
-	}
-	if ts.count() != 1 || b.count() != 5 {
-		t.Errorf("token endpoint calls = %d, backend calls = %d; want 1 and 5", ts.count(), b.count())
-	}
-	// Another user is another exchange.
-	wantStatus(t, call(h, "Bearer "+opaqueToken(7)), http.StatusNoContent)
-	if ts.count() != 2 {
-		t.Errorf("token endpoint calls = %d, want 2", ts.count())
-	}
-}
-
-func TestCacheExpiry(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 1)) // lives 1 s, under twice the margin: cached 0.5 s
-	h, _ := newTestMiddleware(t, testConfig(ts.url()))
-
-	call(h, "Bearer "+userToken)
-	call(h, "Bearer "+userToken)
-	if ts.count() != 1 {
-		t.Fatalf("calls = %d before expiry, want 1", ts.count())
-	}
-	time.Sleep(600 * time.Millisecond)
-	wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
-	if ts.count() != 2 {
-		t.Errorf("calls = %d after expiry, want 2", ts.count())
-	}
-}
-
-func TestNotCachedWithoutLifetime(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-		answer(w, 200, `{"access_token":"`+exchangedToken+`","token_type":"Bearer"}`)
-	})
-	h, _ := newTestMiddleware(t, testConfig(ts.url()))
-	call(h, "Bearer "+userToken)
-	call(h, "Bearer "+userToken)
-	if ts.count() != 2 {
-		t.Errorf("calls = %d, want 2: a token without expires_in or exp is not cached", ts.count())
-	}
-}
-
-func TestCachedByNewTokenExp(t *testing.T) {
-	captureLogs(t)
+// Whether an answer is cached, told by the token endpoint calls: two requests at once, then a
+// third after a pause.
+func TestCaching(t *testing.T) {
 	newToken := testJWT(map[string]interface{}{"aud": "backend", "exp": time.Now().Add(time.Hour).Unix()})
-	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-		answer(w, 200, `{"access_token":"`+newToken+`","token_type":"Bearer"}`)
-	})
-	h, b := newTestMiddleware(t, testConfig(ts.url()))
-	call(h, "Bearer "+userToken)
-	call(h, "Bearer "+userToken)
-	if ts.count() != 1 {
-		t.Errorf("calls = %d, want 1: the new token's exp gives its lifetime", ts.count())
+	tests := []struct {
+		name      string
+		respond   func(w http.ResponseWriter, r *http.Request)
+		noCache   bool          // cacheMaxEntries: 0
+		otherUser bool          // the second request is another user's
+		pause     time.Duration // before the third request
+		want      [2]int        // calls after two requests, after three
+		forwarded string        // the backend's Authorization, when not the exchangedToken
+	}{
+		{name: "cached for expires_in", respond: issue(exchangedToken, 3600), want: [2]int{1, 1}},
+		{name: "another user is another exchange", respond: issue(exchangedToken, 3600), otherUser: true, want: [2]int{2, 2}},
+		{name: "short-lived: cached half its life", respond: issue(exchangedToken, 1), pause: 600 * time.Millisecond, want: [2]int{1, 2}},
+		{name: "neither expires_in nor exp: not cached", respond: reply(200, `{"access_token":"`+exchangedToken+`","token_type":"Bearer"}`), want: [2]int{2, 3}},
+		{name: "cached for the new token's exp", respond: reply(200, `{"access_token":"`+newToken+`","token_type":"Bearer"}`), want: [2]int{1, 1}, forwarded: "Bearer " + newToken},
+		{name: "cacheMaxEntries 0 disables the cache", respond: issue(exchangedToken, 3600), noCache: true, want: [2]int{2, 3}},
 	}
-	if b.header.Get("Authorization") != "Bearer "+newToken {
-		t.Error("backend did not get the new token")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			captureLogs(t)
+			ts := newTokenServer(t, tc.respond)
+			c := testConfig(ts.url())
+			if tc.noCache {
+				c.CacheMaxEntries = 0
+			}
+			h, b := newTestMiddleware(t, c)
+			second := userToken
+			if tc.otherUser {
+				second = opaqueToken(7)
+			}
+
+			wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
+			wantStatus(t, call(h, "Bearer "+second), http.StatusNoContent)
+			afterTwo := ts.count()
+			time.Sleep(tc.pause)
+			wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
+
+			if got := [2]int{afterTwo, ts.count()}; got != tc.want {
+				t.Errorf("token endpoint calls after two and three requests = %v, want %v", got, tc.want)
+			}
+			forwarded := tc.forwarded
+			if forwarded == "" {
+				forwarded = "Bearer " + exchangedToken
+			}
+			if b.count() != 3 || b.header.Get("Authorization") != forwarded {
+				t.Errorf("backend calls = %d with %q; want 3 with %q", b.count(), b.header.Get("Authorization"), forwarded)
+			}
+		})
 	}
 }
 
@@ -212,188 +193,4 @@ func TestSubjectExpiryCapsCache(t *testing.T) {
 	if ts.count() != 1 || b.count() != 1 {
 		t.Errorf("token endpoint calls = %d, backend calls = %d; want 1 and 1", ts.count(), b.count())
 	}
-}
-
-func TestCacheDisabled(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	c := testConfig(ts.url())
-	c.CacheMaxEntries = 0
-	h, _ := newTestMiddleware(t, c)
-	call(h, "Bearer "+userToken)
-	call(h, "Bearer "+userToken)
-	if ts.count() != 2 {
-		t.Errorf("calls = %d, want 2 with cacheMaxEntries 0", ts.count())
-	}
-}
-
-// Concurrent first requests for one user cause exactly one call to the token endpoint.
-func TestSingleFlight(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond)
-		issue(exchangedToken, 3600)(w, r)
-	})
-	h, b := newTestMiddleware(t, testConfig(ts.url()))
-
-	const n = 50
-	codes := make(chan int, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			codes <- call(h, "Bearer "+userToken).Code
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(codes)
-
-	for code := range codes {
-		if code != http.StatusNoContent {
-			t.Errorf("status %d, want 204", code)
-		}
-	}
-	if ts.count() != 1 || b.count() != n {
-		t.Errorf("token endpoint calls = %d, backend calls = %d; want 1 and %d", ts.count(), b.count(), n)
-	}
-}
-
-// Traefik calls New per router and on every reload: identical configurations share one cache,
-// different ones never do.
-func TestCacheSharedAcrossNew(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issuePerSubject(3600))
-	first, _ := newTestMiddleware(t, testConfig(ts.url()))
-	second, b := newTestMiddleware(t, testConfig(ts.url()))
-
-	call(first, "Bearer "+userToken)
-	call(second, "Bearer "+userToken)
-	if ts.count() != 1 {
-		t.Errorf("calls = %d, want 1: identical configurations share the cache", ts.count())
-	}
-	if b.header.Get("Authorization") != "Bearer x-"+userToken {
-		t.Errorf("second instance forwarded %q", b.header.Get("Authorization"))
-	}
-
-	variants := []func(c *Config){
-		func(c *Config) { c.Audience = []string{"other"} },
-		func(c *Config) { c.Scopes = []string{"admin"} },
-		func(c *Config) { c.ClientID = "other-client" },
-		func(c *Config) { c.ClientSecret = "other-secret" },
-		func(c *Config) { c.RequestedTokenType = "urn:ietf:params:oauth:token-type:jwt" },
-		func(c *Config) { c.ExtraParams = map[string]string{"tenant": "x"} },
-	}
-	for i, modify := range variants {
-		c := testConfig(ts.url())
-		modify(c)
-		h, _ := newTestMiddleware(t, c)
-		call(h, "Bearer "+userToken)
-		if ts.count() != 2+i {
-			t.Errorf("variant %d: calls = %d, want %d: a different configuration must not share entries", i, ts.count(), 2+i)
-		}
-	}
-}
-
-// A reload cancels the old context before the new middlewares are created: the exchanger (and
-// its cache) must survive that gap, and an exchanger no one takes up again is dropped later.
-func TestExchangerSurvivesReload(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	ctx, cancel := context.WithCancel(context.Background())
-	old, err := New(ctx, &backend{}, testConfig(ts.url()), "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	call(old, "Bearer "+userToken)
-	x := old.(*Middleware).x
-
-	cancel()
-	waitFor(t, func() bool { return refs(x) == 0 })
-	reloaded, _ := newTestMiddleware(t, testConfig(ts.url()))
-	call(reloaded, "Bearer "+userToken)
-
-	if reloaded.(*Middleware).x != x || ts.count() != 1 {
-		t.Errorf("after reload: same exchanger %v, calls %d; want true and 1", reloaded.(*Middleware).x == x, ts.count())
-	}
-}
-
-func TestIdleExchangersAreDropped(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := New(ctx, &backend{}, testConfig(ts.url()), "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := h.(*Middleware).x
-	cancel()
-	waitFor(t, func() bool { return refs(x) == 0 })
-
-	registryMu.Lock()
-	x.idleSince = time.Now().Add(-idleGrace - time.Second)
-	registryMu.Unlock()
-	c := testConfig(ts.url())
-	c.Audience = []string{"unrelated"}
-	newTestMiddleware(t, c) // any New sweeps
-
-	registryMu.Lock()
-	_, kept := registry[x.fingerprint]
-	registryMu.Unlock()
-	if kept {
-		t.Error("an exchanger idle for longer than idleGrace is still registered")
-	}
-}
-
-func TestIdleExchangersBounded(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	for i := 0; i < maxIdle+5; i++ {
-		ctx, cancel := context.WithCancel(context.Background())
-		c := testConfig(ts.url())
-		c.Audience = []string{"reload-" + itoa(i)}
-		if _, err := New(ctx, &backend{}, c, "r"); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-	}
-	waitFor(t, func() bool { return idleCount() >= maxIdle })
-	newTestMiddleware(t, testConfig(ts.url()))
-	if n := idleCount(); n > maxIdle {
-		t.Errorf("idle exchangers = %d, want at most %d", n, maxIdle)
-	}
-}
-
-func refs(x *exchanger) int {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	return x.refs
-}
-
-func idleCount() int {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	n := 0
-	for _, x := range registry {
-		if x.refs == 0 {
-			n++
-		}
-	}
-	return n
-}
-
-// waitFor polls a condition that another goroutine makes true (context.AfterFunc runs its
-// function in a goroutine of its own).
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 200; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("condition not reached within 1s")
 }

@@ -59,27 +59,16 @@ type settings struct {
 	logLevel       int
 }
 
-// parseConfig checks every option and applies the defaults that depend on others. Each error
+// parseConfig checks every option and applies the defaults that depend on others. Each check
+// reads its options from the Config and writes them, cleaned, to the settings; the checks run in
+// order, so a later one may rely on what an earlier one wrote (the flow, above all). Each error
 // names the option and says how to fix it: Traefik logs it and drops the routers that use the
 // middleware.
 func parseConfig(c *Config) (*settings, error) {
 	if c == nil {
 		return nil, errors.New("the configuration is empty: set at least tokenEndpoint and clientId")
 	}
-	s := &settings{
-		flow:               strings.ToLower(strings.TrimSpace(c.Flow)),
-		clientID:           strings.TrimSpace(c.ClientID),
-		clientSecret:       c.ClientSecret,
-		clientSecretFile:   strings.TrimSpace(c.ClientSecretFile),
-		authMethod:         strings.ToLower(strings.TrimSpace(c.ClientAuthMethod)),
-		audience:           cleanList(c.Audience, false),
-		resource:           cleanList(c.Resource, false),
-		scopes:             cleanList(c.Scopes, true),
-		subjectTokenType:   strings.TrimSpace(c.SubjectTokenType),
-		requestedTokenType: strings.TrimSpace(c.RequestedTokenType),
-		maxEntries:         c.CacheMaxEntries,
-		maxConcurrent:      c.MaxConcurrentExchanges,
-	}
+	s := &settings{}
 	checks := []func(*settings, *Config) error{
 		parseFlow, parseEndpoint, parseClient, parseTargets, parseExtraParams, parseDurations,
 		parseLimits, parseSources, parseLogLevel,
@@ -92,7 +81,8 @@ func parseConfig(c *Config) (*settings, error) {
 	return s, nil
 }
 
-func parseFlow(s *settings, _ *Config) error {
+func parseFlow(s *settings, c *Config) error {
+	s.flow = strings.ToLower(strings.TrimSpace(c.Flow))
 	switch s.flow {
 	case "":
 		s.flow = flowRFC8693
@@ -138,7 +128,11 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func parseClient(s *settings, _ *Config) error {
+func parseClient(s *settings, c *Config) error {
+	s.clientID = strings.TrimSpace(c.ClientID)
+	s.clientSecret = c.ClientSecret
+	s.clientSecretFile = strings.TrimSpace(c.ClientSecretFile)
+	s.authMethod = strings.ToLower(strings.TrimSpace(c.ClientAuthMethod))
 	if s.clientID == "" {
 		return errors.New("clientId is required: set it to the gateway's client id at the authorization server")
 	}
@@ -167,7 +161,12 @@ func parseClient(s *settings, _ *Config) error {
 	return nil
 }
 
-func parseTargets(s *settings, _ *Config) error {
+func parseTargets(s *settings, c *Config) error {
+	s.audience = cleanList(c.Audience, false)
+	s.resource = cleanList(c.Resource, false)
+	s.scopes = cleanList(c.Scopes, true)
+	s.subjectTokenType = strings.TrimSpace(c.SubjectTokenType)
+	s.requestedTokenType = strings.TrimSpace(c.RequestedTokenType)
 	if s.flow == flowEntra {
 		if len(s.scopes) == 0 {
 			return errors.New(`scopes is required with flow "entra": set the downstream API's scope, for example api://backend-app-id/.default`)
@@ -241,7 +240,9 @@ func parseDuration(field, value, def string) (time.Duration, error) {
 	return d, nil
 }
 
-func parseLimits(s *settings, _ *Config) error {
+func parseLimits(s *settings, c *Config) error {
+	s.maxEntries = c.CacheMaxEntries
+	s.maxConcurrent = c.MaxConcurrentExchanges
 	if s.maxEntries < 0 {
 		return fmt.Errorf("cacheMaxEntries: %d is negative; use 0 to disable the cache", s.maxEntries)
 	}

@@ -62,7 +62,7 @@ func extractCredential(req *http.Request, sources []source) (credential, *failur
 		// The common case, kept short: one header.
 		values := req.Header[sources[0].name]
 		if len(values) == 0 {
-			return credential{}, errMissingToken
+			return credential{}, failMissingToken
 		}
 		return headerCredential(values, &sources[0])
 	}
@@ -74,7 +74,7 @@ func extractCredential(req *http.Request, sources []source) (credential, *failur
 			continue
 		}
 		if found.src != nil {
-			return credential{}, errMalformed("credentials in more than one place")
+			return credential{}, failMalformed("credentials in more than one place")
 		}
 		c, f := headerCredential(values, src)
 		if f != nil {
@@ -83,7 +83,7 @@ func extractCredential(req *http.Request, sources []source) (credential, *failur
 		found = c
 	}
 	if found.src == nil {
-		return credential{}, errMissingToken
+		return credential{}, failMissingToken
 	}
 	return found, nil
 }
@@ -94,21 +94,21 @@ func extractCredential(req *http.Request, sources []source) (credential, *failur
 // it is never cached, so a cache hit implies a well-formed token.
 func headerCredential(values []string, src *source) (credential, *failure) {
 	if len(values) != 1 {
-		return credential{}, errMalformed("several values for " + src.String())
+		return credential{}, failMalformed("several values for " + src.String())
 	}
 	v := values[0]
 	if src.kind == sourceHeader {
 		if len(v) > 7 && v[6] == ' ' && strings.EqualFold(v[:6], "Bearer") {
 			v = v[7:]
 		} else if src.scheme {
-			return credential{}, errMalformed("the Authorization header does not hold a Bearer credential")
+			return credential{}, failMalformed("the Authorization header does not hold a Bearer credential")
 		}
 	}
 	if v == "" {
-		return credential{}, errMalformed("empty token in " + src.String())
+		return credential{}, failMalformed("empty token in " + src.String())
 	}
 	if len(v) > maxTokenLength {
-		return credential{}, errMalformed("token longer than 16 KiB in " + src.String())
+		return credential{}, failMalformed("token longer than 16 KiB in " + src.String())
 	}
 	return credential{token: v, src: src}, nil
 }
@@ -202,11 +202,11 @@ func stripCookie(req *http.Request, name string) {
 // It returns that exp (zero for a token without one), which caps how long the exchange is cached.
 func checkSubjectToken(token string, now time.Time) (time.Time, *failure) {
 	if !isB64Token(token) {
-		return time.Time{}, errMalformed("the token is not an RFC 6750 b64token")
+		return time.Time{}, failMalformed("the token is not an RFC 6750 b64token")
 	}
 	exp, ok := jwtExpiry(token)
 	if ok && !exp.After(now) {
-		return exp, errExpiredToken
+		return exp, failExpiredToken
 	}
 	return exp, nil
 }

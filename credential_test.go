@@ -19,7 +19,7 @@ func TestExtractCredential(t *testing.T) {
 		{name: "bearer", setup: auth("Bearer abc"), token: "abc"},
 		{name: "lowercase scheme", setup: auth("bearer abc"), token: "abc"},
 		{name: "uppercase scheme", setup: auth("BEARER abc"), token: "abc"},
-		{name: "none", setup: func(r *http.Request) {}, status: 401, reason: errMissingToken.reason},
+		{name: "none", setup: func(r *http.Request) {}, status: 401, reason: failMissingToken.reason},
 		{name: "basic", setup: auth("Basic abc"), status: 401, reason: "does not hold a Bearer credential"},
 		{name: "scheme only", setup: auth("Bearer"), status: 401, reason: "does not hold a Bearer credential"},
 		{name: "empty token", setup: auth("Bearer "), status: 401, reason: "does not hold a Bearer credential"},
@@ -52,7 +52,6 @@ func TestExtractCredential(t *testing.T) {
 		}, status: 401, reason: "more than one place"},
 	}
 	for _, tc := range tests {
-		tc := tc
 		t.Run(tc.name, func(t *testing.T) {
 			sources := testSources(t, tc.sources)
 			req := httptest.NewRequest(http.MethodGet, "http://gateway.test/api", nil)
@@ -79,24 +78,49 @@ func TestExtractCredential(t *testing.T) {
 	}
 }
 
-func auth(v string) func(r *http.Request) {
-	return func(r *http.Request) { r.Header.Set("Authorization", v) }
-}
-
-func testSources(t *testing.T, list []string) []source {
-	t.Helper()
-	if len(list) == 0 {
-		list = []string{"header:Authorization"}
+// Hostile credentials get a defined answer and are never sent to the authorization server.
+func TestHostileCredentials(t *testing.T) {
+	captureLogs(t)
+	ts := newTokenServer(t, issue(exchangedToken, 3600))
+	h, b := newTestMiddleware(t, testConfig(ts.url()))
+	tests := []struct {
+		name   string
+		header []string
+		status int
+	}{
+		{"two Authorization headers", []string{"Bearer a", "Bearer b"}, 401},
+		{"space inside the token", []string{"Bearer abc def"}, 401},
+		{"two spaces after the scheme", []string{"Bearer  abc"}, 401},
+		{"tab", []string{"Bearer abc\tdef"}, 401},
+		{"control character", []string{"Bearer abc\x01def"}, 401},
+		{"NUL", []string{"Bearer abc\x00"}, 401},
+		{"non-UTF-8 bytes", []string{"Bearer \xff\xfe\xfd"}, 401},
+		{"UTF-8 letters", []string{"Bearer café"}, 401},
+		{"quote", []string{`Bearer abc"def`}, 401},
+		{"64 KiB token", []string{"Bearer " + strings.Repeat("A", 64*1024)}, 401},
+		{"scheme without token", []string{"Bearer"}, 401},
+		{"Basic", []string{"Basic YTpi"}, 401},
+		{"Negotiate", []string{"Negotiate abc"}, 401},
+		{"empty header", []string{""}, 401},
 	}
-	var out []source
-	for _, s := range list {
-		src, err := parseSource(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, src)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "http://gateway.test/", nil)
+			req.Header["Authorization"] = tc.header
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.status {
+				t.Errorf("status %d, want %d", rec.Code, tc.status)
+			}
+			if got := rec.Header().Get("WWW-Authenticate"); got != `Bearer error="invalid_request"` {
+				t.Errorf("WWW-Authenticate = %q", got)
+			}
+		})
 	}
-	return out
+	if ts.count() != 0 || b.count() != 0 {
+		t.Errorf("token endpoint calls = %d, backend calls = %d; want none", ts.count(), b.count())
+	}
+	wantStatus(t, call(h, "bEaReR "+userToken), 204)
 }
 
 // The original token is removed from where it was read; everything else is kept as sent.
@@ -106,16 +130,15 @@ func TestStripCredential(t *testing.T) {
 	tests := []struct {
 		name       string
 		source     string
+		target     string // the request's URL, when it is not plain /api
 		setup      func(r *http.Request)
 		wantURL    string
 		wantCookie string
 	}{
-		{name: "query", source: "query:access_token", setup: func(r *http.Request) {
-			r.URL.RawQuery = "b=2&access_token=" + userToken + "&a=x%20y"
-		}, wantURL: "http://gateway.test/api?b=2&a=x%20y"},
-		{name: "query only", source: "query:access_token", setup: func(r *http.Request) {
-			r.URL.RawQuery = "access_token=" + userToken
-		}, wantURL: "http://gateway.test/api"},
+		{name: "query", source: "query:access_token", target: "/api?b=2&access_token=" + userToken + "&a=x%20y",
+			wantURL: "http://gateway.test/api?b=2&a=x%20y"},
+		{name: "query only", source: "query:access_token", target: "/api?access_token=" + userToken,
+			wantURL: "http://gateway.test/api"},
 		{name: "cookie", source: "cookie:session", setup: func(r *http.Request) {
 			r.Header.Set("Cookie", "theme=dark; session="+userToken+"; lang=en")
 		}, wantURL: "http://gateway.test/api", wantCookie: "theme=dark; lang=en"},
@@ -127,13 +150,18 @@ func TestStripCredential(t *testing.T) {
 		}, wantURL: "http://gateway.test/api"},
 	}
 	for _, tc := range tests {
-		tc := tc
 		t.Run(tc.name, func(t *testing.T) {
 			c := testConfig(ts.url())
 			c.TokenSources = []string{tc.source}
 			h, b := newTestMiddleware(t, c)
-			req := httptest.NewRequest(http.MethodGet, "http://gateway.test/api", nil)
-			tc.setup(req)
+			target := "/api"
+			if tc.target != "" {
+				target = tc.target
+			}
+			req := httptest.NewRequest(http.MethodGet, "http://gateway.test"+target, nil)
+			if tc.setup != nil {
+				tc.setup(req)
+			}
 			rec := httptest.NewRecorder()
 
 			h.ServeHTTP(rec, req)
@@ -153,7 +181,7 @@ func TestStripCredential(t *testing.T) {
 					t.Errorf("header %s still carries the original token", k)
 				}
 			}
-			if req.RequestURI != "" && strings.Contains(req.RequestURI, userToken) {
+			if strings.Contains(req.RequestURI, userToken) {
 				t.Errorf("RequestURI still carries the original token: %q", req.RequestURI)
 			}
 		})
@@ -162,29 +190,47 @@ func TestStripCredential(t *testing.T) {
 
 func TestCheckSubjectToken(t *testing.T) {
 	tests := []struct {
+		name  string
 		token string
 		ok    bool
 	}{
-		{"abc", true},
-		{"a-b.c_d~e+f/g==", true},
-		{testJWT(map[string]interface{}{"sub": "u", "exp": 4102444800}), true},
-		{"=", false},
-		{"a=b", false},
-		{"a b", false},
-		{"a\tb", false},
-		{"a\x00b", false},
-		{"caf\xc3\xa9", false},
-		{"\xff\xfe", false},
-		{`a"b`, false},
+		{"letters", "abc", true},
+		{"every b64token character", "a-b.c_d~e+f/g==", true},
+		{"JWT", testJWT(map[string]interface{}{"sub": "u", "exp": 4102444800}), true},
+		{"only padding", "=", false},
+		{"padding inside", "a=b", false},
+		{"space", "a b", false},
+		{"tab", "a\tb", false},
+		{"NUL", "a\x00b", false},
+		{"UTF-8 letter", "caf\xc3\xa9", false},
+		{"not UTF-8", "\xff\xfe", false},
+		{"quote", `a"b`, false},
 	}
 	for _, tc := range tests {
-		_, f := checkSubjectToken(tc.token, testNow)
-		if (f == nil) != tc.ok {
-			t.Errorf("checkSubjectToken(%q) = %v, want ok %v", tc.token, f, tc.ok)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if _, f := checkSubjectToken(tc.token, testNow); (f == nil) != tc.ok {
+				t.Errorf("checkSubjectToken(%q) = %v, want ok %v", tc.token, f, tc.ok)
+			}
+		})
 	}
 	expired := testJWT(map[string]interface{}{"sub": "u", "exp": testNow.Unix() - 1})
-	if _, f := checkSubjectToken(expired, testNow); f != errExpiredToken {
-		t.Errorf("expired JWT: %v, want errExpiredToken", f)
+	if _, f := checkSubjectToken(expired, testNow); f != failExpiredToken {
+		t.Errorf("expired JWT: %v, want failExpiredToken", f)
 	}
+}
+
+func testSources(t *testing.T, list []string) []source {
+	t.Helper()
+	if len(list) == 0 {
+		list = []string{"header:Authorization"}
+	}
+	var out []source
+	for _, s := range list {
+		src, err := parseSource(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, src)
+	}
+	return out
 }

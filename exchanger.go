@@ -72,39 +72,63 @@ func (x *exchanger) obtain(token string, subjectExp time.Time, key [32]byte, log
 	return fl.entry, fl.failure
 }
 
-// run performs one exchange within the concurrency bound, caches its outcome and logs it.
+// run performs one exchange: admission within the concurrency bound, the round trip to the
+// token endpoint, then either the failure handling or the storing of the new token.
 // subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
 func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
+	if f := x.admit(token, log); f != nil {
+		return nil, f
+	}
+	res, f, latency := x.roundTrip(token, log)
+	if f != nil {
+		return nil, x.failed(token, key, f, latency, log)
+	}
+	return x.store(token, key, res, subjectExp, latency, log), nil
+}
+
+// admit takes one of the maxConcurrentExchanges slots, or refuses at once: a hung authorization
+// server must not pile up goroutines and memory. roundTrip gives the slot back.
+func (x *exchanger) admit(token string, log *logger) *failure {
 	if x.active.Add(1) > x.maxConcurrent {
 		x.active.Add(-1)
-		log.printf(levelWarn, "token exchange refused", "reason", errBusy.reason, "subject", tokenHash(token))
-		return nil, errBusy
+		log.log(levelWarn, "token exchange refused", "reason", failBusy.reason, "subject", tokenHash(token))
+		return failBusy
 	}
+	return nil
+}
+
+// roundTrip sends the exchange with the current client secret and releases the admission slot.
+func (x *exchanger) roundTrip(token string, log *logger) (tokenResult, *failure, time.Duration) {
+	defer x.active.Add(-1)
 	secret, err := x.endpoint.secret.get()
 	if err != nil {
-		log.printf(levelWarn, "client secret file could not be read again; the last good secret is used", "error", err.Error())
+		log.log(levelWarn, "client secret file could not be read again; the last good secret is used", "error", err.Error())
 	}
 	start := time.Now()
 	res, f := x.endpoint.exchange(token, secret)
-	x.active.Add(-1)
-	now := time.Now()
+	return res, f, time.Since(start)
+}
 
-	if f != nil {
-		level := levelError
-		if f.status == http.StatusUnauthorized {
-			level = levelWarn
-		}
-		// A server may quote the token it refuses; it must not reach the log that way.
-		description := strings.ReplaceAll(f.oauthDescription, token, "[subject token]")
-		log.printf(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
-			"reason", f.reason, "error", f.oauthError, "error_description", description,
-			"latency", millis(now.Sub(start)), "subject", tokenHash(token))
-		if f.cacheable && x.negativeTTL > 0 {
-			x.cache.put(key, &entry{rejection: f, expires: now.Add(x.negativeTTL).Sub(epoch)})
-		}
-		return nil, f
+// failed logs a failed exchange, without the token even where the server quotes it, and remembers
+// a rejection of the subject token for negativeCacheTTL.
+func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.Duration, log *logger) *failure {
+	level := levelError
+	if f.status == http.StatusUnauthorized {
+		level = levelWarn
 	}
+	description := strings.ReplaceAll(f.oauthDescription, token, "[subject token]")
+	log.log(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
+		"reason", f.reason, "error", f.oauthError, "error_description", description,
+		"latency", millis(latency), "subject", tokenHash(token))
+	if f.cacheable && x.negativeTTL > 0 {
+		x.cache.put(key, &entry{rejection: f, expires: time.Since(epoch) + x.negativeTTL})
+	}
+	return f
+}
 
+// store caches the new token for its lifetime (see lifetime) and returns its entry.
+func (x *exchanger) store(token string, key [32]byte, res tokenResult, subjectExp time.Time, latency time.Duration, log *logger) *entry {
+	now := time.Now()
 	e := &entry{header: res.header}
 	until, cached := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
 	if cached {
@@ -117,10 +141,10 @@ func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *l
 		if cached {
 			cachedFor = until.Sub(now).Round(time.Second).String()
 		}
-		log.printf(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", millis(now.Sub(start)),
+		log.log(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", millis(latency),
 			"cached_for", cachedFor, "subject", tokenHash(token))
 	}
-	return e, nil
+	return e
 }
 
 // millis formats a latency for the log.

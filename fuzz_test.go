@@ -37,7 +37,7 @@ func FuzzExtractCredential(f *testing.F) {
 			t.Fatalf("accepted token of length %d", len(c.token))
 		}
 		c.strip(req)
-		if _, fail := extractCredential(req, sources); fail != errMissingToken {
+		if _, fail := extractCredential(req, sources); fail != failMissingToken {
 			t.Fatalf("the credential is still in the request after strip")
 		}
 		if _, f := checkSubjectToken(c.token, time.Now()); f == nil && strings.ContainsAny(c.token, " \t\r\n\x00\"") {

@@ -3,11 +3,13 @@ package oboexchange
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,6 +133,11 @@ func answer(w http.ResponseWriter, status int, body string) {
 	_, _ = w.Write([]byte(body))
 }
 
+// reply answers every request with the same status and JSON body.
+func reply(status int, body string) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) { answer(w, status, body) }
+}
+
 // issue answers every request with the same token and lifetime.
 func issue(token string, expiresIn int) func(w http.ResponseWriter, r *http.Request) {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -225,4 +232,82 @@ func wantStatus(t *testing.T, rec *httptest.ResponseRecorder, status int) {
 	if rec.Code != status {
 		t.Fatalf("status = %d, want %d (body %s)", rec.Code, status, rec.Body.String())
 	}
+}
+
+var testNow = time.Unix(1900000000, 0)
+
+func key(s string) [32]byte { return sha256.Sum256([]byte(s)) }
+
+// in returns an expiry d from now on the cache's clock.
+func in(d time.Duration) time.Duration { return time.Since(epoch) + d }
+
+// wantForm compares the whole form the token endpoint received with the expected one.
+func wantForm(t *testing.T, got, want url.Values) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("form:\n got %v\nwant %v", got, want)
+	}
+}
+
+func basicAuth(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
+}
+
+// checkErrorBody asserts a short JSON error body with the expected code that holds nothing from
+// the request or the authorization server.
+func checkErrorBody(t *testing.T, rec *httptest.ResponseRecorder, code string) {
+	t.Helper()
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", cc)
+	}
+	var body map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body is not JSON: %q", rec.Body.String())
+	}
+	if body["error"] != code || body["error_description"] == "" || len(body) != 2 {
+		t.Errorf("body = %v, want error %q and a description", body, code)
+	}
+	for _, leak := range []string{userToken, exchangedToken, testClientSecret, "SERVER-DETAIL"} {
+		if strings.Contains(rec.Body.String(), leak) {
+			t.Errorf("body holds %q", leak)
+		}
+	}
+}
+
+func auth(v string) func(r *http.Request) {
+	return func(r *http.Request) { r.Header.Set("Authorization", v) }
+}
+
+func refs(x *exchanger) int {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	return x.refs
+}
+
+func idleCount() int {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	n := 0
+	for _, x := range registry {
+		if x.refs == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls a condition that another goroutine makes true (context.AfterFunc runs its
+// function in a goroutine of its own).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("condition not reached within 1s")
 }

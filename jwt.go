@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// maxUnixTime is the last second of year 9999: a later exp is not a usable time, and converting it
+// could overflow.
+const maxUnixTime = 253402300799
+
 // jwtExpiry returns the exp claim of a token that has the shape of a JWS compact serialization
 // (three base64url parts). The signature is not checked and need not be: the expiry only ever
 // shortens how long an answer is cached or saves a call the authorization server would refuse;
@@ -33,8 +37,7 @@ func jwtExpiry(token string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	exp := *claims.Exp
-	// Beyond year 9999 or negative: not a usable time, and not worth a conversion overflow.
-	if math.IsNaN(exp) || exp < 0 || exp > 253402300799 {
+	if math.IsNaN(exp) || exp < 0 || exp > maxUnixTime {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(exp), 0), true

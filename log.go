@@ -47,9 +47,9 @@ func (l *logger) enabled(level int) bool {
 	return level >= l.level
 }
 
-// printf logs msg with key/value pairs; values are quoted when they need it, so a value from the
+// log writes msg with key/value pairs; values are quoted when they need it, so a value from the
 // authorization server cannot forge a line or a field.
-func (l *logger) printf(level int, msg string, kv ...string) {
+func (l *logger) log(level int, msg string, kv ...string) {
 	if !l.enabled(level) {
 		return
 	}

@@ -101,7 +101,7 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 	if len(s.sources) == 1 && s.sources[0].kind == sourceHeader && s.sources[0].name == m.upstreamHeader {
 		m.fastHeader = m.upstreamHeader
 	}
-	m.log.printf(levelDebug, "configured", "flow", s.flow, "host", s.endpoint.Host, "cache", x.fingerprint[:12])
+	m.log.log(levelDebug, "configured", "flow", s.flow, "host", s.endpoint.Host, "cache", x.fingerprint[:12])
 	return m, nil
 }
 
@@ -132,7 +132,7 @@ func (m *Middleware) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 	c, f := extractCredential(req, m.sources)
 	if f != nil {
-		m.log.printf(levelDebug, "request refused", "reason", f.reason)
+		m.log.log(levelDebug, "request refused", "reason", f.reason)
 		m.reject(rw, f)
 		return
 	}
@@ -143,7 +143,7 @@ func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 	}
 	subjectExp, f := checkSubjectToken(c.token, time.Now())
 	if f != nil {
-		m.log.printf(levelDebug, "request refused", "reason", f.reason, "subject", tokenHash(c.token))
+		m.log.log(levelDebug, "request refused", "reason", f.reason, "subject", tokenHash(c.token))
 		m.reject(rw, f)
 		return
 	}

@@ -120,25 +120,25 @@ func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *fa
 func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret string) (tokenResult, *failure, bool) {
 	req, err := c.newRequest(ctx, subjectToken, secret)
 	if err != nil {
-		return tokenResult{}, errExchangeFailed(err.Error(), "", ""), false
+		return tokenResult{}, failExchange(err.Error()), false
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return tokenResult{}, errTimeout("no answer within the timeout"), false
+			return tokenResult{}, failTimeout("no answer within the timeout"), false
 		}
-		return tokenResult{}, errExchangeFailed("request failed: "+err.Error(), "", ""), true
+		return tokenResult{}, failExchange("request failed: " + err.Error()), true
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	_ = resp.Body.Close()
 	if err != nil {
 		if ctx.Err() != nil {
-			return tokenResult{}, errTimeout("the answer did not arrive within the timeout"), false
+			return tokenResult{}, failTimeout("the answer did not arrive within the timeout"), false
 		}
-		return tokenResult{}, errExchangeFailed("reading the answer failed: "+err.Error(), "", ""), true
+		return tokenResult{}, failExchange("reading the answer failed: " + err.Error()), true
 	}
 	if len(body) > maxResponseBody {
-		return tokenResult{}, errExchangeFailed("the answer is larger than 1 MiB", "", ""), false
+		return tokenResult{}, failExchange("the answer is larger than 1 MiB"), false
 	}
 	res, f := parseTokenResponse(resp.StatusCode, body, time.Now())
 	return res, f, f != nil && resp.StatusCode >= 500
@@ -175,7 +175,7 @@ func (c *endpointClient) newRequest(ctx context.Context, subjectToken, secret st
 type tokenResponse struct {
 	AccessToken      string      `json:"access_token"`
 	TokenType        string      `json:"token_type"`
-	ExpiresIn        interface{} `json:"expires_in"`
+	ExpiresIn        json.Number `json:"expires_in"` // a number, or a numeric string as some servers send
 	Error            string      `json:"error"`
 	ErrorDescription string      `json:"error_description"`
 	Claims           string      `json:"claims"`
@@ -190,22 +190,22 @@ func parseTokenResponse(status int, body []byte, now time.Time) (tokenResult, *f
 		return tokenResult{}, oauthFailure(status, r, jsonErr == nil)
 	}
 	if jsonErr != nil {
-		return tokenResult{}, errExchangeFailed("the answer is not JSON", "", "")
+		return tokenResult{}, failExchange("the answer is not JSON")
 	}
 	if r.AccessToken == "" {
-		return tokenResult{}, errExchangeFailed("the answer has no access_token", r.Error, r.ErrorDescription)
+		return tokenResult{}, failExchangeOAuth("the answer has no access_token", r.Error, r.ErrorDescription)
 	}
 	if !isVisibleASCII(r.AccessToken) {
-		return tokenResult{}, errExchangeFailed("the access_token holds characters that cannot go into a header", "", "")
+		return tokenResult{}, failExchange("the access_token holds characters that cannot go into a header")
 	}
 	switch strings.ToLower(r.TokenType) {
 	case "", "bearer", "n_a":
 	default:
-		return tokenResult{}, errExchangeFailed("unsupported token_type "+strconv.Quote(r.TokenType)+"; only Bearer tokens can be forwarded", "", "")
+		return tokenResult{}, failExchange("unsupported token_type " + strconv.Quote(r.TokenType) + "; only Bearer tokens can be forwarded")
 	}
 	expiresIn, ok := parseExpiresIn(r.ExpiresIn)
 	if !ok {
-		return tokenResult{}, errExchangeFailed("expires_in is not a number of seconds", "", "")
+		return tokenResult{}, failExchange("expires_in is not a number of seconds")
 	}
 	res := tokenResult{header: "Bearer " + r.AccessToken, expiresIn: expiresIn}
 	if exp, ok := jwtExpiry(r.AccessToken); ok {
@@ -223,42 +223,34 @@ func oauthFailure(status int, r tokenResponse, isJSON bool) *failure {
 	switch {
 	case !isJSON || r.Error == "":
 		if status >= 300 && status < 400 {
-			return errExchangeFailed("the token endpoint answered with redirect "+strconv.Itoa(status)+", which is not followed", "", "")
+			return failExchange("the token endpoint answered with redirect " + strconv.Itoa(status) + ", which is not followed")
 		}
-		return errExchangeFailed("the token endpoint answered HTTP "+strconv.Itoa(status)+" without an OAuth error", "", "")
+		return failExchange("the token endpoint answered HTTP " + strconv.Itoa(status) + " without an OAuth error")
 	case r.Error == "invalid_grant" && (r.Claims != "" || r.Suberror == "consent_required"):
-		f := errClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
+		f := failClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
 		f.cacheable = true
 		return f
 	case r.Error == "invalid_grant":
-		f := errRejected(r.Error, r.ErrorDescription)
+		f := failRejected(r.Error, r.ErrorDescription)
 		f.cacheable = true
 		return f
 	case r.Error == "interaction_required" || r.Error == "consent_required":
-		return errClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
+		return failClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
 	}
-	return errExchangeFailed("the authorization server refused the exchange (HTTP "+strconv.Itoa(status)+")", r.Error, r.ErrorDescription)
+	return failExchangeOAuth("the authorization server refused the exchange (HTTP "+strconv.Itoa(status)+")", r.Error, r.ErrorDescription)
 }
 
-// parseExpiresIn accepts a JSON number or, as some servers send, a numeric string.
-func parseExpiresIn(v interface{}) (time.Duration, bool) {
-	var seconds float64
-	switch n := v.(type) {
-	case nil:
+// parseExpiresIn turns expires_in into a lifetime; empty means the server gave none.
+func parseExpiresIn(n json.Number) (time.Duration, bool) {
+	if n == "" {
 		return 0, true
-	case float64:
-		seconds = n
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
-		if err != nil {
-			return 0, false
-		}
-		seconds = f
-	default:
+	}
+	seconds, err := n.Float64()
+	if err != nil {
 		return 0, false
 	}
 	if !(seconds > 0) {
-		return 0, true // zero, negative or NaN: no lifetime given, so not cached on this basis
+		return 0, true // zero or negative: no lifetime given, so not cached on this basis
 	}
 	if seconds > maxExpiresIn {
 		seconds = maxExpiresIn

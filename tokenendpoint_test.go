@@ -1,10 +1,125 @@
 package oboexchange
 
 import (
+	"encoding/base64"
+	"net"
+	"net/http"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+func TestRFC8693Request(t *testing.T) {
+	captureLogs(t)
+	ts := newTokenServer(t, issue(exchangedToken, 3600))
+	c := testConfig(ts.url())
+	c.Audience = []string{"backend-a", "backend-b"}
+	c.Resource = []string{"https://api.example.com/a", "https://api.example.com/b"}
+	c.Scopes = []string{"read", "write"}
+	c.RequestedTokenType = "urn:ietf:params:oauth:token-type:jwt"
+	c.ExtraParams = map[string]string{"tenant": "blue"}
+	h, _ := newTestMiddleware(t, c)
+
+	wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
+
+	got := ts.last(t)
+	wantForm(t, got.form, url.Values{
+		"grant_type":           {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token":        {userToken},
+		"subject_token_type":   {"urn:ietf:params:oauth:token-type:access_token"},
+		"audience":             {"backend-a", "backend-b"},
+		"resource":             {"https://api.example.com/a", "https://api.example.com/b"},
+		"scope":                {"read write"},
+		"requested_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
+		"tenant":               {"blue"},
+	})
+	wantHeaders := map[string]string{
+		"Authorization": basicAuth(testClientID, testClientSecret),
+		"Accept":        "application/json",
+		"Content-Type":  "application/x-www-form-urlencoded",
+	}
+	for k, v := range wantHeaders {
+		if got.header.Get(k) != v {
+			t.Errorf("%s = %q, want %q", k, got.header.Get(k), v)
+		}
+	}
+}
+
+func TestEntraRequest(t *testing.T) {
+	captureLogs(t)
+	ts := newTokenServer(t, issue(exchangedToken, 3600))
+	c := CreateConfig()
+	c.Flow = "entra"
+	c.TokenEndpoint = ts.url()
+	c.ClientID = "60dea49a-255b-48b5-b0c0-0974ac1c0b53"
+	c.ClientSecret = testClientSecret
+	c.Scopes = []string{"api://backend/.default"}
+	h, _ := newTestMiddleware(t, c)
+
+	wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
+
+	got := ts.last(t)
+	wantForm(t, got.form, url.Values{
+		"grant_type":          {"urn:ietf:params:oauth:grant-type:jwt-bearer"},
+		"assertion":           {userToken},
+		"requested_token_use": {"on_behalf_of"},
+		"scope":               {"api://backend/.default"},
+		"client_id":           {"60dea49a-255b-48b5-b0c0-0974ac1c0b53"},
+		"client_secret":       {testClientSecret},
+	})
+	if a := got.header.Get("Authorization"); a != "" {
+		t.Errorf("Authorization = %q, want none with client_secret_post", a)
+	}
+}
+
+func TestClientAuthMethods(t *testing.T) {
+	tests := []struct {
+		name         string
+		flow, method string
+		wantHeader   string
+		wantID       bool
+		wantSecret   bool
+	}{
+		{name: "rfc8693 default", flow: "rfc8693", method: "", wantHeader: basicAuth(testClientID, testClientSecret)},
+		{name: "rfc8693 basic", flow: "rfc8693", method: "client_secret_basic", wantHeader: basicAuth(testClientID, testClientSecret)},
+		{name: "rfc8693 post", flow: "rfc8693", method: "client_secret_post", wantID: true, wantSecret: true},
+		{name: "rfc8693 none", flow: "rfc8693", method: "none", wantID: true},
+		{name: "entra default", flow: "entra", method: "", wantID: true, wantSecret: true},
+		{name: "entra basic", flow: "entra", method: "client_secret_basic", wantHeader: basicAuth(testClientID, testClientSecret)},
+		{name: "entra none", flow: "entra", method: "none", wantID: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			captureLogs(t)
+			ts := newTokenServer(t, issue(exchangedToken, 3600))
+			c := testConfig(ts.url())
+			c.Flow = tc.flow
+			c.ClientAuthMethod = tc.method
+			if tc.flow == "entra" {
+				c.Audience = nil
+				c.Scopes = []string{"api://backend/.default"}
+			}
+			if tc.method == "none" {
+				c.ClientSecret = ""
+			}
+			h, _ := newTestMiddleware(t, c)
+			wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
+
+			got := ts.last(t)
+			if a := got.header.Get("Authorization"); a != tc.wantHeader {
+				t.Errorf("Authorization = %q, want %q", a, tc.wantHeader)
+			}
+			if _, ok := got.form["client_id"]; ok != tc.wantID || (ok && got.form.Get("client_id") != testClientID) {
+				t.Errorf("client_id = %q (present %v), want present %v", got.form.Get("client_id"), ok, tc.wantID)
+			}
+			if _, ok := got.form["client_secret"]; ok != tc.wantSecret || (ok && got.form.Get("client_secret") != testClientSecret) {
+				t.Errorf("client_secret present %v, want %v", ok, tc.wantSecret)
+			}
+		})
+	}
+}
 
 func TestParseTokenResponse(t *testing.T) {
 	tests := []struct {
@@ -43,74 +158,206 @@ func TestParseTokenResponse(t *testing.T) {
 		{name: "error in a 200", status: 200, body: `{"error":"invalid_grant"}`, fail: 502, oauthErr: "invalid_grant"},
 	}
 	for _, tc := range tests {
-		res, f := parseTokenResponse(tc.status, []byte(tc.body), testNow)
-		if tc.fail == 0 {
-			if f != nil {
-				t.Errorf("%s: failure %q, want success", tc.name, f.reason)
-				continue
+		t.Run(tc.name, func(t *testing.T) {
+			res, f := parseTokenResponse(tc.status, []byte(tc.body), testNow)
+			if tc.fail == 0 {
+				if f != nil {
+					t.Fatalf("failure %q, want success", f.reason)
+				}
+				if res.header != tc.header || res.expiresIn != tc.expiresIn {
+					t.Errorf("header %q expiresIn %v, want %q %v", res.header, res.expiresIn, tc.header, tc.expiresIn)
+				}
+				return
 			}
-			if res.header != tc.header || res.expiresIn != tc.expiresIn {
-				t.Errorf("%s: header %q expiresIn %v, want %q %v", tc.name, res.header, res.expiresIn, tc.header, tc.expiresIn)
+			if f == nil {
+				t.Fatalf("success, want a %d", tc.fail)
 			}
-			continue
-		}
-		if f == nil {
-			t.Errorf("%s: success, want a %d", tc.name, tc.fail)
-			continue
-		}
-		if f.status != tc.fail || f.cacheable != tc.cacheable || f.oauthError != tc.oauthErr {
-			t.Errorf("%s: failure %d cacheable %v error %q, want %d %v %q", tc.name, f.status, f.cacheable, f.oauthError, tc.fail, tc.cacheable, tc.oauthErr)
-		}
+			if f.status != tc.fail || f.cacheable != tc.cacheable || f.oauthError != tc.oauthErr {
+				t.Errorf("failure %d cacheable %v error %q, want %d %v %q", f.status, f.cacheable, f.oauthError, tc.fail, tc.cacheable, tc.oauthErr)
+			}
+		})
 	}
 }
 
-func TestJWTExpiry(t *testing.T) {
+func TestTokenTypeBecomesBearer(t *testing.T) {
+	for _, tokenType := range []string{`"Bearer"`, `"bearer"`, `"N_A"`, `null`} {
+		t.Run(tokenType, func(t *testing.T) {
+			captureLogs(t)
+			ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+				answer(w, 200, `{"access_token":"`+exchangedToken+`","token_type":`+tokenType+`,"expires_in":60}`)
+			})
+			h, b := newTestMiddleware(t, testConfig(ts.url()))
+			wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
+			if got := b.header.Get("Authorization"); got != "Bearer "+exchangedToken {
+				t.Errorf("backend Authorization = %q", got)
+			}
+		})
+	}
+}
+
+// Entra ID's Conditional Access and consent answers, in Entra's own shape, become the claims
+// challenge Microsoft documents for a middle tier.
+func TestEntraClaimsChallenge(t *testing.T) {
+	claims := `{"access_token":{"capolids":{"essential":true,"values":["c1a2b3c4-0000-4000-8000-000000000001"]}}}`
 	tests := []struct {
-		name  string
-		token string
-		exp   int64 // 0: none
+		name, body string
+		wantClaims bool
 	}{
-		{"exp", testJWT(map[string]interface{}{"exp": 1900000000}), 1900000000},
-		{"fractional exp", testJWT(map[string]interface{}{"exp": 1900000000.7}), 1900000000},
-		{"no exp", testJWT(map[string]interface{}{"sub": "u"}), 0},
-		{"exp as string", testJWT(map[string]interface{}{"exp": "1900000000"}), 0},
-		{"negative exp", testJWT(map[string]interface{}{"exp": -5}), 0},
-		{"exp past year 9999", testJWT(map[string]interface{}{"exp": 1e20}), 0},
-		{"opaque", "opaque-token", 0},
-		{"two parts", "a.b", 0},
-		{"four parts", "a.b.c.d", 0},
-		{"payload not base64", "a.!!!.c", 0},
-		{"payload not json", "a." + "bm90IGpzb24" + ".c", 0},
-		{"handmade payload", "a.eyJleHAiOjE5MDAwMDAwMDB9.c", 1900000000},
+		{"AADSTS50076 multi-factor authentication", `{"error":"invalid_grant","error_description":"AADSTS50076: Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access 'api://reports'.\r\nTrace ID: 0d3ab2c1\r\nCorrelation ID: 5e1f\r\nTimestamp: 2026-11-23 10:00:00Z","error_codes":[50076],"timestamp":"2026-11-23 10:00:00Z","trace_id":"0d3ab2c1","correlation_id":"5e1f","error_uri":"https://login.microsoftonline.com/error?code=50076","suberror":"basic_action","claims":"` + strings.ReplaceAll(claims, `"`, `\"`) + `"}`, true},
+		{"AADSTS50079 interaction_required", `{"error":"interaction_required","error_description":"AADSTS50079: Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multifactor authentication.","error_codes":[50079],"claims":"` + strings.ReplaceAll(claims, `"`, `\"`) + `"}`, true},
+		{"AADSTS65001 consent", `{"error":"invalid_grant","error_description":"AADSTS65001: The user or administrator has not consented to use the application with ID '11111111-2222-3333-4444-555555555555'. Send an interactive authorization request for this user and resource.","error_codes":[65001],"suberror":"consent_required"}`, false},
 	}
 	for _, tc := range tests {
-		exp, ok := jwtExpiry(tc.token)
-		if tc.exp == 0 {
-			if ok {
-				t.Errorf("%s: exp %v, want none", tc.name, exp)
+		t.Run(tc.name, func(t *testing.T) {
+			captureLogs(t)
+			ts := newTokenServer(t, reply(400, tc.body))
+			c := testConfig(ts.url())
+			c.Flow = "entra"
+			c.Audience = nil
+			c.Scopes = []string{"api://reports/.default"}
+			h, b := newTestMiddleware(t, c)
+
+			rec := call(h, "Bearer "+userToken)
+
+			wantStatus(t, rec, 401)
+			want := `Bearer error="insufficient_claims"`
+			if tc.wantClaims {
+				want += `, claims="` + base64.StdEncoding.EncodeToString([]byte(claims)) + `"`
 			}
-			continue
-		}
-		if !ok || exp.Unix() != tc.exp {
-			t.Errorf("%s: exp %v ok %v, want %d", tc.name, exp.Unix(), ok, tc.exp)
-		}
+			if got := rec.Header().Get("WWW-Authenticate"); got != want {
+				t.Errorf("WWW-Authenticate =\n %q\nwant\n %q", got, want)
+			}
+			checkErrorBody(t, rec, "insufficient_claims")
+			if strings.Contains(rec.Body.String(), "AADSTS") || b.count() != 0 {
+				t.Errorf("the server's description reached the client, or the backend was called")
+			}
+		})
 	}
 }
 
-func TestLogValueQuoting(t *testing.T) {
-	tests := map[string]string{
-		"plain":                            "plain",
-		"":                                 `""`,
-		"two words":                        `"two words"`,
-		"line\nbreak":                      `"line\nbreak"`,
-		`a"b`:                              `"a\"b"`,
-		"k=v":                              `"k=v"`,
-		strings.Repeat("x", maxLogValue+5): strings.Repeat("x", maxLogValue) + "...",
+// A server error or a broken connection is retried once within the timeout, then answered 502.
+func TestRetry(t *testing.T) {
+	tests := []struct {
+		name      string
+		failures  int32 // how many first requests fail
+		reset     bool  // fail by closing the connection instead of a 500
+		status    int
+		wantCalls int
+	}{
+		{"one 500 then success", 1, false, 204, 2},
+		{"two 500s", 2, false, 502, 2},
+		{"one reset then success", 1, true, 204, 2},
+		{"two resets", 2, true, 502, 2},
 	}
-	for in, want := range tests {
-		if got := logValue(in); got != want {
-			t.Errorf("logValue(%q) = %q, want %q", in, got, want)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			captureLogs(t)
+			var n atomic.Int32
+			ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if n.Add(1) > tc.failures {
+					issue(exchangedToken, 3600)(w, r)
+					return
+				}
+				if tc.reset {
+					conn, _, _ := w.(http.Hijacker).Hijack()
+					conn.(*net.TCPConn).SetLinger(0)
+					conn.Close()
+					return
+				}
+				answer(w, 500, `{"error":"server_error"}`)
+			})
+			h, _ := newTestMiddleware(t, testConfig(ts.url()))
+			wantStatus(t, call(h, "Bearer "+userToken), tc.status)
+			if ts.count() != tc.wantCalls {
+				t.Errorf("calls = %d, want %d", ts.count(), tc.wantCalls)
+			}
+		})
+	}
+}
+
+// A 4xx answer is not retried.
+func TestNoRetryOnClientError(t *testing.T) {
+	captureLogs(t)
+	ts := newTokenServer(t, reply(400, `{"error":"invalid_scope"}`))
+	h, _ := newTestMiddleware(t, testConfig(ts.url()))
+	wantStatus(t, call(h, "Bearer "+userToken), 502)
+	if ts.count() != 1 {
+		t.Errorf("calls = %d, want 1", ts.count())
+	}
+}
+
+// An endless answer is cut at 1 MiB: the client stops reading there, answers 502, and the
+// server's writes fail soon after (the socket buffers of both ends hold a few MiB at most).
+func TestEndlessBody(t *testing.T) {
+	captureLogs(t)
+	written := make(chan int, 1)
+	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"`))
+		chunk := []byte(strings.Repeat("a", 64*1024))
+		n := 0
+		for n < 1<<30 { // 1 GiB: endless for the client, bounded for the test
+			m, err := w.Write(chunk)
+			n += m
+			if err != nil {
+				break
+			}
 		}
+		written <- n
+	})
+	c := testConfig(ts.url())
+	c.Timeout = "30s"
+	h, _ := newTestMiddleware(t, c)
+
+	wantStatus(t, call(h, "Bearer "+userToken), 502)
+	n := <-written
+	t.Logf("written %d KiB", n>>10)
+	if n > 16<<20 {
+		t.Errorf("the server could write %d MiB before the client stopped reading, want about 1", n>>20)
+	}
+}
+
+func TestConnectionFailureIs502(t *testing.T) {
+	captureLogs(t)
+	ts := newTokenServer(t, issue(exchangedToken, 60))
+	endpoint := ts.url()
+	ts.srv.Close()
+	h, b := newTestMiddleware(t, testConfig(endpoint))
+
+	rec := call(h, "Bearer "+userToken)
+
+	wantStatus(t, rec, http.StatusBadGateway)
+	checkErrorBody(t, rec, "token_exchange_failed")
+	if b.count() != 0 {
+		t.Error("backend called")
+	}
+}
+
+func TestTimeoutBoundsTheExchange(t *testing.T) {
+	captureLogs(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(200)
+		_, _ = w.Write([]byte(`{"access_token":`)) // then hang mid-body
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	c := testConfig(ts.url())
+	c.Timeout = "200ms"
+	h, _ := newTestMiddleware(t, c)
+
+	start := time.Now()
+	rec := call(h, "Bearer "+userToken)
+	elapsed := time.Since(start)
+
+	wantStatus(t, rec, http.StatusGatewayTimeout)
+	if elapsed > 5*time.Second {
+		t.Errorf("the exchange took %v with a 200ms timeout", elapsed)
 	}
 }
 

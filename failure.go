@@ -28,19 +28,19 @@ type failure struct {
 // The client-facing answers. Each body is fixed text, so nothing from the request or the
 // authorization server can reach it.
 var (
-	errMissingToken = &failure{
+	failMissingToken = &failure{
 		status:    http.StatusUnauthorized,
 		challenge: "Bearer",
 		body:      jsonError("unauthorized", "A bearer token is required."),
 		reason:    "no credential in the request",
 	}
-	errExpiredToken = &failure{
+	failExpiredToken = &failure{
 		status:    http.StatusUnauthorized,
 		challenge: `Bearer error="invalid_token"`,
 		body:      jsonError("invalid_token", "The token has expired."),
 		reason:    "the subject token's exp has passed; not exchanged",
 	}
-	errBusy = &failure{
+	failBusy = &failure{
 		status:     http.StatusServiceUnavailable,
 		retryAfter: "1",
 		body:       jsonError("token_exchange_busy", "Too many token exchanges are in progress; retry shortly."),
@@ -48,8 +48,8 @@ var (
 	}
 )
 
-// errMalformed is the answer to a credential that is present but unusable.
-func errMalformed(reason string) *failure {
+// failMalformed is the answer to a credential that is present but unusable.
+func failMalformed(reason string) *failure {
 	return &failure{
 		status:    http.StatusUnauthorized,
 		challenge: `Bearer error="invalid_request"`,
@@ -58,9 +58,9 @@ func errMalformed(reason string) *failure {
 	}
 }
 
-// errRejected is the answer when the authorization server refused the subject token itself
+// failRejected is the answer when the authorization server refused the subject token itself
 // (invalid_grant): for the client, its token is no longer good.
-func errRejected(oauthError, description string) *failure {
+func failRejected(oauthError, description string) *failure {
 	return &failure{
 		status:           http.StatusUnauthorized,
 		challenge:        `Bearer error="invalid_token"`,
@@ -71,11 +71,11 @@ func errRejected(oauthError, description string) *failure {
 	}
 }
 
-// errClaimsChallenge is the answer when Entra ID needs the user to step up (multi-factor
+// failClaimsChallenge is the answer when Entra ID needs the user to step up (multi-factor
 // authentication, a Conditional Access policy) or to consent. As Microsoft documents for a middle
 // tier, the client gets a 401 with error="insufficient_claims" and the claims challenge
 // base64-encoded, so that it can obtain a new token that satisfies it and retry.
-func errClaimsChallenge(oauthError, description, claims string) *failure {
+func failClaimsChallenge(oauthError, description, claims string) *failure {
 	challenge := `Bearer error="insufficient_claims"`
 	if claims != "" {
 		challenge += `, claims="` + base64.StdEncoding.EncodeToString([]byte(claims)) + `"`
@@ -90,20 +90,27 @@ func errClaimsChallenge(oauthError, description, claims string) *failure {
 	}
 }
 
-// errExchangeFailed is the answer to everything that is the gateway's or the authorization
-// server's fault: a configuration the server refuses, a server error, an unusable answer.
-func errExchangeFailed(reason, oauthError, description string) *failure {
+// failExchange is the answer to everything that is the gateway's or the authorization server's
+// fault: a server error, an unusable answer, a connection that failed.
+func failExchange(reason string) *failure {
 	return &failure{
-		status:           http.StatusBadGateway,
-		body:             jsonError("token_exchange_failed", "The token exchange failed."),
-		reason:           reason,
-		oauthError:       oauthError,
-		oauthDescription: description,
+		status: http.StatusBadGateway,
+		body:   jsonError("token_exchange_failed", "The token exchange failed."),
+		reason: reason,
 	}
 }
 
-// errTimeout is the answer when the exchange did not finish within the configured timeout.
-func errTimeout(reason string) *failure {
+// failExchangeOAuth is failExchange for an OAuth error answer, whose code and description the
+// operator's log line shows (a configuration the server refuses: invalid_client, invalid_scope).
+func failExchangeOAuth(reason, oauthError, description string) *failure {
+	f := failExchange(reason)
+	f.oauthError = oauthError
+	f.oauthDescription = description
+	return f
+}
+
+// failTimeout is the answer when the exchange did not finish within the configured timeout.
+func failTimeout(reason string) *failure {
 	return &failure{
 		status: http.StatusGatewayTimeout,
 		body:   jsonError("token_exchange_timeout", "The authorization server did not answer in time."),
