@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/oboexchange/oboexchange/e2e/env"
 )
 
 // Repeated requests of one user reach the token endpoint once.
@@ -70,7 +72,7 @@ func TestSingleFlightThroughTraefik(t *testing.T) {
 // reloads do not grow Traefik's goroutines.
 func TestReloadKeepsCacheAndGoroutines(t *testing.T) {
 	writeDynamic(t, "reload.yml", route("reload", "reload.test", map[string]string{
-		"tokenEndpoint": idp.TokenEndpoint, "clientId": "gateway", "clientSecret": "gateway-secret:with%odd+chars",
+		"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
 		"audience": "api://reload", "logLevel": "debug",
 	}), "reload", "enabled")
 	user := login(t)

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mitchellh/mapstructure"
 	"gopkg.in/yaml.v3"
@@ -144,7 +143,7 @@ func TestKubernetesExample(t *testing.T) {
 		t.Fatalf("decode: %v", err)
 	}
 	if cfg.CacheMaxEntries != 20000 || cfg.MaxConcurrentExchanges != 64 || cfg.ExpiryMargin != "60s" ||
-		strings.Join(cfg.Audience, ",") != "api://orders" || cfg.ClientID != "0oa-gateway-client-id" {
+		strings.Join(cfg.Audience, ",") != "api://orders" || cfg.ClientID != env.OktaStyleClientID {
 		t.Errorf("decoded config: %+v", cfg)
 	}
 	if _, err := oboexchange.New(context.Background(), http.NotFoundHandler(), cfg, "k8s"); err != nil {
@@ -200,17 +199,4 @@ func kubernetesDocs(t *testing.T) []k8sDoc {
 		t.Fatalf("%d documents, want Secret, Middleware, IngressRoute", len(docs))
 	}
 	return docs
-}
-
-// waitLog waits until Traefik's log holds s.
-func waitLog(t *testing.T, s string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if strings.Contains(traefik.Log(), s) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("Traefik's log does not hold %q", s)
 }

@@ -7,13 +7,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/oboexchange/oboexchange/e2e/env"
 )
 
 // A token read from the query string or a cookie is removed there; the rest of the URL and the
 // other cookies reach the backend as sent, and no header Traefik adds carries the token.
 func TestQueryAndCookieSources(t *testing.T) {
 	writeDynamic(t, "sources.yml", route("sources", "sources.test", map[string]string{
-		"tokenEndpoint": idp.TokenEndpoint, "clientId": "gateway", "clientSecret": "gateway-secret:with%odd+chars",
+		"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
 		"audience": "api://sources", "tokenSources": "query:access_token,cookie:session",
 	}), "sources", "enabled")
 	user := login(t)

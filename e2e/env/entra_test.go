@@ -45,15 +45,39 @@ type entraAnswer struct {
 // Checked with plain HTTP, without Traefik, so a failure of the suite can be told apart from a
 // failure of its authorization server.
 func TestEntraOnBehalfOf(t *testing.T) {
+	o := startEntraOBO(t)
+	t.Run("success", o.testSuccess)
+	t.Run("basic client authentication and named scopes", o.testBasicAuthAndNamedScopes)
+	o.testMissingParameters(t)
+	o.testRefusals(t)
+	t.Run("step-up", o.testStepUp)
+	t.Run("consent", o.testConsent)
+	t.Run("form body required", o.testFormBodyRequired)
+	t.Run("POST only", o.testPostOnly)
+	t.Run("calls are counted by grant type", o.testCallsCounted)
+	testEntraStop(t, o.e)
+}
+
+// entraOBO is what the phases of TestEntraOnBehalfOf share: the running mock and alice, the user
+// whose token their OBO requests carry.
+type entraOBO struct {
+	e           *Entra
+	alice       string
+	aliceClaims map[string]interface{}
+}
+
+// startEntraOBO starts the mock and checks what every phase relies on: the endpoint has Entra's
+// path, and a user token is issued for the gateway's app.
+func startEntraOBO(t *testing.T) *entraOBO {
+	t.Helper()
 	e, err := StartEntra(entraTestClient, entraTestSecret, entraTestLog{t})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Stop()
-	if !strings.HasPrefix(e.Issuer, "http://127.0.0.1:") || e.TokenEndpoint != e.Issuer+"/contoso/oauth2/v2.0/token" {
+	t.Cleanup(e.Stop)
+	if !strings.HasPrefix(e.Issuer, "http://127.0.0.1:") || e.TokenEndpoint != e.Issuer+"/"+entraTenant+"/oauth2/v2.0/token" {
 		t.Fatalf("issuer %q, token endpoint %q", e.Issuer, e.TokenEndpoint)
 	}
-
 	alice, err := e.UserToken("alice")
 	if err != nil {
 		t.Fatal(err)
@@ -62,160 +86,185 @@ func TestEntraOnBehalfOf(t *testing.T) {
 	if aliceClaims["aud"] != entraTestClient || aliceClaims["sub"] != "alice" {
 		t.Fatalf("user token claims %v, want aud %s and sub alice", aliceClaims, entraTestClient)
 	}
-	obo := func(alter func(url.Values)) url.Values {
-		form := url.Values{
-			"grant_type":          {entraJWTBearer},
-			"client_id":           {entraTestClient},
-			"client_secret":       {entraTestSecret},
-			"assertion":           {alice},
-			"scope":               {"api://orders/.default"},
-			"requested_token_use": {"on_behalf_of"},
-		}
-		if alter != nil {
-			alter(form)
-		}
-		return form
+	return &entraOBO{e: e, alice: alice, aliceClaims: aliceClaims}
+}
+
+// form is a valid OBO request for alice; alter, when not nil, turns it into the case at hand.
+func (o *entraOBO) form(alter func(url.Values)) url.Values {
+	form := url.Values{
+		"grant_type":          {entraJWTBearer},
+		"client_id":           {entraTestClient},
+		"client_secret":       {entraTestSecret},
+		"assertion":           {o.alice},
+		"scope":               {"api://orders/.default"},
+		"requested_token_use": {"on_behalf_of"},
 	}
+	if alter != nil {
+		alter(form)
+	}
+	return form
+}
 
-	t.Run("success", func(t *testing.T) {
-		a := entraPost(t, e, obo(nil), nil)
-		if a.status != 200 || a.TokenType != "Bearer" || a.ExpiresIn != 3600 || a.ExtExpiresIn != 3600 {
-			t.Fatalf("answer %+v", a)
+// testSuccess shows the token a valid request gets: Entra's answer fields, and a token for the
+// downstream API that names the same user and the gateway's app, signed with the published keys.
+func (o *entraOBO) testSuccess(t *testing.T) {
+	a := entraPost(t, o.e, o.form(nil), nil)
+	if a.status != 200 || a.TokenType != "Bearer" || a.ExpiresIn != 3600 || a.ExtExpiresIn != 3600 {
+		t.Fatalf("answer %+v", a)
+	}
+	claims := entraClaims(t, a.AccessToken)
+	want := map[string]interface{}{
+		"sub": "alice", "oid": o.aliceClaims["oid"], "name": "alice", "aud": "api://orders",
+		"scp": ".default", "appid": entraTestClient, "azp": entraTestClient, "iss": o.e.Issuer,
+	}
+	for name, value := range want {
+		if claims[name] != value {
+			t.Errorf("claim %s = %v, want %v", name, claims[name], value)
 		}
-		claims := entraClaims(t, a.AccessToken)
-		want := map[string]interface{}{
-			"sub": "alice", "oid": aliceClaims["oid"], "name": "alice", "aud": "api://orders",
-			"scp": ".default", "appid": entraTestClient, "azp": entraTestClient, "iss": e.Issuer,
-		}
-		for name, value := range want {
-			if claims[name] != value {
-				t.Errorf("claim %s = %v, want %v", name, claims[name], value)
-			}
-		}
-		if exp, iat := claims["exp"].(float64), claims["iat"].(float64); exp-iat != 3600 {
-			t.Errorf("lifetime %v s, want 3600", exp-iat)
-		}
-		if _, err := VerifiedClaims(a.AccessToken, e.Issuer); err != nil {
-			t.Errorf("issued token does not verify with the discovery keys: %v", err)
-		}
+	}
+	if exp, iat := claims["exp"].(float64), claims["iat"].(float64); exp-iat != 3600 {
+		t.Errorf("lifetime %v s, want 3600", exp-iat)
+	}
+	if _, err := VerifiedClaims(a.AccessToken, o.e.Issuer); err != nil {
+		t.Errorf("issued token does not verify with the discovery keys: %v", err)
+	}
+}
+
+// testBasicAuthAndNamedScopes shows the other client authentication the plugin may use (HTTP
+// Basic, form-encoded id and secret) and that named scopes of one resource end up in scp.
+func (o *entraOBO) testBasicAuthAndNamedScopes(t *testing.T) {
+	form := o.form(func(f url.Values) {
+		f.Del("client_id")
+		f.Del("client_secret")
+		f.Set("scope", "api://orders/orders.read api://orders/orders.write offline_access")
 	})
+	id, secret := url.QueryEscape(entraTestClient), url.QueryEscape(entraTestSecret)
+	a := entraPost(t, o.e, form, http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))}})
+	if a.status != 200 {
+		t.Fatalf("answer %+v", a)
+	}
+	if claims := entraClaims(t, a.AccessToken); claims["scp"] != "orders.read orders.write" || claims["aud"] != "api://orders" {
+		t.Errorf("scp %v, aud %v", claims["scp"], claims["aud"])
+	}
+}
 
-	t.Run("basic client authentication and named scopes", func(t *testing.T) {
-		form := obo(func(f url.Values) {
-			f.Del("client_id")
-			f.Del("client_secret")
-			f.Set("scope", "api://orders/orders.read api://orders/orders.write offline_access")
-		})
-		id, secret := url.QueryEscape(entraTestClient), url.QueryEscape(entraTestSecret)
-		a := entraPost(t, e, form, http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))}})
-		if a.status != 200 {
-			t.Fatalf("answer %+v", a)
-		}
-		if claims := entraClaims(t, a.AccessToken); claims["scp"] != "orders.read orders.write" || claims["aud"] != "api://orders" {
-			t.Errorf("scp %v, aud %v", claims["scp"], claims["aud"])
-		}
-	})
-
+// testMissingParameters shows that each required parameter is checked and named in the error.
+func (o *entraOBO) testMissingParameters(t *testing.T) {
 	for _, name := range []string{"grant_type", "client_id", "assertion", "scope", "requested_token_use"} {
 		t.Run("missing "+name, func(t *testing.T) {
-			a := entraPost(t, e, obo(func(f url.Values) { f.Del(name) }), nil)
+			a := entraPost(t, o.e, o.form(func(f url.Values) { f.Del(name) }), nil)
 			expectEntraError(t, a, 400, "invalid_request", 900144)
 			if !strings.Contains(a.Description, "'"+name+"'") {
 				t.Errorf("description %q does not name %s", a.Description, name)
 			}
 		})
 	}
+}
 
-	refusals := []struct {
+// testRefusals shows Entra's status, error and AADSTS code for each request it refuses, none of
+// them with a claims challenge (which would send the client to sign in again).
+func (o *entraOBO) testRefusals(t *testing.T) {
+	tests := []struct {
 		name   string
 		form   url.Values
 		status int
 		error  string
 		code   int
 	}{
-		{"missing client_secret", obo(func(f url.Values) { f.Del("client_secret") }), 401, "invalid_client", 7000218},
-		{"wrong secret", obo(func(f url.Values) { f.Set("client_secret", "guess") }), 401, "invalid_client", 7000215},
-		{"unknown client", obo(func(f url.Values) { f.Set("client_id", "99999999-0000-0000-0000-000000000000") }), 400, "unauthorized_client", 700016},
-		{"scope without resource", obo(func(f url.Values) { f.Set("scope", "orders.read") }), 400, "invalid_scope", 70011},
-		{"scopes of two resources", obo(func(f url.Values) { f.Set("scope", "api://orders/.default api://billing/.default") }), 400, "invalid_scope", 70011},
-		{"other requested_token_use", obo(func(f url.Values) { f.Set("requested_token_use", "exchange") }), 400, "invalid_request", 9002313},
-		{"unsupported grant", obo(func(f url.Values) { f.Set("grant_type", "client_credentials") }), 400, "unsupported_grant_type", 70003},
-		{"malformed assertion", obo(func(f url.Values) { f.Set("assertion", "not-a-jwt") }), 400, "invalid_request", 50027},
-		{"assertion signed by another key", obo(func(f url.Values) { f.Set("assertion", entraForgedToken(t, alice, "")) }), 400, "invalid_grant", 50013},
-		{"assertion with an unknown key id", obo(func(f url.Values) { f.Set("assertion", entraForgedToken(t, alice, "other-key")) }), 400, "invalid_grant", 50013},
-		{"assertion for another audience", obo(func(f url.Values) { f.Set("assertion", entraOBOToken(t, e, obo(nil))) }), 400, "invalid_grant", 50013},
-		{"expired assertion", obo(func(f url.Values) { f.Set("assertion", entraUserToken(t, e, "expired-user")) }), 400, "invalid_grant", 500133},
-		{"revoked grant", obo(func(f url.Values) { f.Set("assertion", entraUserToken(t, e, "revoked-user")) }), 400, "invalid_grant", 50173},
+		{"missing client_secret", o.form(func(f url.Values) { f.Del("client_secret") }), 401, "invalid_client", 7000218},
+		{"wrong secret", o.form(func(f url.Values) { f.Set("client_secret", "guess") }), 401, "invalid_client", 7000215},
+		{"unknown client", o.form(func(f url.Values) { f.Set("client_id", "99999999-0000-0000-0000-000000000000") }), 400, "unauthorized_client", 700016},
+		{"scope without resource", o.form(func(f url.Values) { f.Set("scope", "orders.read") }), 400, "invalid_scope", 70011},
+		{"scopes of two resources", o.form(func(f url.Values) { f.Set("scope", "api://orders/.default api://billing/.default") }), 400, "invalid_scope", 70011},
+		{"other requested_token_use", o.form(func(f url.Values) { f.Set("requested_token_use", "exchange") }), 400, "invalid_request", 9002313},
+		{"unsupported grant", o.form(func(f url.Values) { f.Set("grant_type", "client_credentials") }), 400, "unsupported_grant_type", 70003},
+		{"malformed assertion", o.form(func(f url.Values) { f.Set("assertion", "not-a-jwt") }), 400, "invalid_request", 50027},
+		{"assertion signed by another key", o.form(func(f url.Values) { f.Set("assertion", entraForgedToken(t, o.alice, "")) }), 400, "invalid_grant", 50013},
+		{"assertion with an unknown key id", o.form(func(f url.Values) { f.Set("assertion", entraForgedToken(t, o.alice, "other-key")) }), 400, "invalid_grant", 50013},
+		{"assertion for another audience", o.form(func(f url.Values) { f.Set("assertion", entraOBOToken(t, o.e, o.form(nil))) }), 400, "invalid_grant", 50013},
+		{"expired assertion", o.form(func(f url.Values) { f.Set("assertion", entraUserToken(t, o.e, "expired-user")) }), 400, "invalid_grant", 500133},
+		{"revoked grant", o.form(func(f url.Values) { f.Set("assertion", entraUserToken(t, o.e, "revoked-user")) }), 400, "invalid_grant", 50173},
 	}
-	for _, r := range refusals {
-		t.Run(r.name, func(t *testing.T) {
-			a := entraPost(t, e, r.form, nil)
-			expectEntraError(t, a, r.status, r.error, r.code)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := entraPost(t, o.e, tc.form, nil)
+			expectEntraError(t, a, tc.status, tc.error, tc.code)
 			if a.Claims != "" || a.Suberror != "" {
 				t.Errorf("claims %q, suberror %q, want none", a.Claims, a.Suberror)
 			}
 		})
 	}
+}
 
-	t.Run("step-up", func(t *testing.T) {
-		a := entraPost(t, e, obo(func(f url.Values) { f.Set("assertion", entraUserToken(t, e, "mfa-user")) }), nil)
-		expectEntraError(t, a, 400, "invalid_grant", 50076)
-		var challenge struct {
-			AccessToken struct {
-				Capolids struct {
-					Essential bool     `json:"essential"`
-					Values    []string `json:"values"`
-				} `json:"capolids"`
-			} `json:"access_token"`
-		}
-		if err := json.Unmarshal([]byte(a.Claims), &challenge); err != nil || !challenge.AccessToken.Capolids.Essential || len(challenge.AccessToken.Capolids.Values) != 1 {
-			t.Errorf("claims %q (%v), want a capolids challenge", a.Claims, err)
-		}
-		if a.Suberror != "basic_action" || !strings.Contains(a.Description, "multi-factor authentication to access 'api://orders'") {
-			t.Errorf("suberror %q, description %q", a.Suberror, a.Description)
-		}
-	})
+// testStepUp shows Conditional Access asking for MFA: a claims challenge the plugin hands to the
+// client.
+func (o *entraOBO) testStepUp(t *testing.T) {
+	a := entraPost(t, o.e, o.form(func(f url.Values) { f.Set("assertion", entraUserToken(t, o.e, "mfa-user")) }), nil)
+	expectEntraError(t, a, 400, "invalid_grant", 50076)
+	var challenge struct {
+		AccessToken struct {
+			Capolids struct {
+				Essential bool     `json:"essential"`
+				Values    []string `json:"values"`
+			} `json:"capolids"`
+		} `json:"access_token"`
+	}
+	if err := json.Unmarshal([]byte(a.Claims), &challenge); err != nil || !challenge.AccessToken.Capolids.Essential || len(challenge.AccessToken.Capolids.Values) != 1 {
+		t.Errorf("claims %q (%v), want a capolids challenge", a.Claims, err)
+	}
+	if a.Suberror != "basic_action" || !strings.Contains(a.Description, "multi-factor authentication to access 'api://orders'") {
+		t.Errorf("suberror %q, description %q", a.Suberror, a.Description)
+	}
+}
 
-	t.Run("consent", func(t *testing.T) {
-		a := entraPost(t, e, obo(func(f url.Values) { f.Set("assertion", entraUserToken(t, e, "consent-user")) }), nil)
-		expectEntraError(t, a, 400, "invalid_grant", 65001)
-		if a.Suberror != "consent_required" || !strings.Contains(a.Description, entraTestClient) {
-			t.Errorf("suberror %q, description %q", a.Suberror, a.Description)
-		}
-	})
+// testConsent shows the answer when the user has not consented to the gateway's app.
+func (o *entraOBO) testConsent(t *testing.T) {
+	a := entraPost(t, o.e, o.form(func(f url.Values) { f.Set("assertion", entraUserToken(t, o.e, "consent-user")) }), nil)
+	expectEntraError(t, a, 400, "invalid_grant", 65001)
+	if a.Suberror != "consent_required" || !strings.Contains(a.Description, entraTestClient) {
+		t.Errorf("suberror %q, description %q", a.Suberror, a.Description)
+	}
+}
 
-	t.Run("form body required", func(t *testing.T) {
-		body, _ := json.Marshal(map[string]string{"grant_type": entraJWTBearer})
-		req, _ := http.NewRequest(http.MethodPost, e.TokenEndpoint, strings.NewReader(string(body)))
-		req.Header.Set("Content-Type", "application/json")
-		expectEntraError(t, entraDo(t, req), 400, "invalid_request", 900144)
-	})
+// testFormBodyRequired shows that a JSON body is refused: the request must be form-encoded.
+func (o *entraOBO) testFormBodyRequired(t *testing.T) {
+	body, _ := json.Marshal(map[string]string{"grant_type": entraJWTBearer})
+	req, _ := http.NewRequest(http.MethodPost, o.e.TokenEndpoint, strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	expectEntraError(t, entraDo(t, req), 400, "invalid_request", 900144)
+}
 
-	t.Run("POST only", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodGet, e.TokenEndpoint, nil)
-		expectEntraError(t, entraDo(t, req), 400, "invalid_request", 900561)
-	})
+// testPostOnly shows that the token endpoint refuses other methods.
+func (o *entraOBO) testPostOnly(t *testing.T) {
+	req, _ := http.NewRequest(http.MethodGet, o.e.TokenEndpoint, nil)
+	expectEntraError(t, entraDo(t, req), 400, "invalid_request", 900561)
+}
 
-	t.Run("calls are counted by grant type", func(t *testing.T) {
-		oboBefore, passwordBefore := e.Calls(entraJWTBearer), e.Calls("password")
-		for i := 0; i < 3; i++ {
-			entraPost(t, e, obo(nil), nil)
-		}
-		entraPost(t, e, obo(func(f url.Values) { f.Set("client_secret", "guess") }), nil)
-		entraUserToken(t, e, "bob")
-		if got := e.Calls(entraJWTBearer) - oboBefore; got != 4 {
-			t.Errorf("OBO calls = %d, want 4", got)
-		}
-		if got := e.Calls("password") - passwordBefore; got != 1 {
-			t.Errorf("password calls = %d, want 1", got)
-		}
-	})
+// testCallsCounted shows that Calls counts every answered call by grant type, refused ones
+// included, which the suite's cache tests rely on.
+func (o *entraOBO) testCallsCounted(t *testing.T) {
+	oboBefore, passwordBefore := o.e.Calls(entraJWTBearer), o.e.Calls("password")
+	for i := 0; i < 3; i++ {
+		entraPost(t, o.e, o.form(nil), nil)
+	}
+	entraPost(t, o.e, o.form(func(f url.Values) { f.Set("client_secret", "guess") }), nil)
+	entraUserToken(t, o.e, "bob")
+	if got := o.e.Calls(entraJWTBearer) - oboBefore; got != 4 {
+		t.Errorf("OBO calls = %d, want 4", got)
+	}
+	if got := o.e.Calls("password") - passwordBefore; got != 1 {
+		t.Errorf("password calls = %d, want 1", got)
+	}
+}
 
+// testEntraStop shows that Stop ends the mock, and that a second Stop does nothing (the
+// cleanup of startEntraOBO stops it once more).
+func testEntraStop(t *testing.T, e *Entra) {
 	e.Stop()
 	if _, err := http.Post(e.TokenEndpoint, "application/x-www-form-urlencoded", nil); err == nil {
 		t.Error("the mock still answers after Stop")
 	}
-	e.Stop() // a second Stop does nothing
+	e.Stop()
 }
 
 func entraPost(t *testing.T, e *Entra, form url.Values, header http.Header) entraAnswer {

@@ -39,7 +39,7 @@ func VerifiedClaims(token, issuer string) (map[string]interface{}, error) {
 	if err := getJSON(discovery.JWKSURI, &keys); err != nil {
 		return nil, err
 	}
-	sig, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.PS256})
+	sig, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.PS256})
 	if err != nil {
 		return nil, err
 	}

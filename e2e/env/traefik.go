@@ -69,8 +69,8 @@ func TraefikVersion() string {
 // StartTraefik starts Traefik with the static configuration of examples/static/traefik.yml, with
 // its ports and folder replaced by free loopback ports and a temporary folder, and a shorter
 // configuration throttle. Dynamic configuration files given in dynamic (name to content) are in
-// place before it starts. Other local plugins (folders of e2e/bench, whose module is
-// github.com/oboexchange/<folder>) can be loaded beside oboexchange.
+// place before it starts. Fixture plugins (see FixturePlugin) named in otherPlugins are loaded
+// beside oboexchange.
 func StartTraefik(dynamic map[string]string, otherPlugins ...string) (*Traefik, error) {
 	bin, err := TraefikBinary()
 	if err != nil {
@@ -88,8 +88,8 @@ func StartTraefik(dynamic map[string]string, otherPlugins ...string) (*Traefik, 
 		return nil, err
 	}
 	for _, p := range otherPlugins {
-		src := filepath.Join(RepoRoot(), "e2e", "bench", p)
-		if err := CopyPlugin(src, filepath.Join(dir, "plugins-local", "src", "github.com/oboexchange", p)); err != nil {
+		src, module := FixturePlugin(p)
+		if err := CopyPlugin(src, filepath.Join(dir, "plugins-local", "src", module)); err != nil {
 			return nil, err
 		}
 	}
@@ -117,8 +117,9 @@ func StartTraefik(dynamic map[string]string, otherPlugins ...string) (*Traefik, 
 	}
 	go func() { _ = t.cmd.Wait(); close(t.done) }()
 	if err := t.waitReady(90 * time.Second); err != nil {
+		log := t.Log() // before Stop, which removes the folder holding it
 		t.Stop()
-		return nil, fmt.Errorf("%w; log:\n%s", err, tail(t.Log(), 40))
+		return nil, fmt.Errorf("%w; log:\n%s", err, tail(log, 40))
 	}
 	return t, nil
 }
@@ -146,13 +147,22 @@ func (t *Traefik) staticConfig(otherPlugins []string) (string, error) {
 	})
 }
 
-// localPlugins declares other local plugins in the static configuration.
+// localPlugins declares fixture plugins in the static configuration.
 func localPlugins(names []string) string {
 	var b strings.Builder
 	for _, n := range names {
-		b.WriteString("    " + n + ":\n      moduleName: github.com/oboexchange/" + n + "\n")
+		_, module := FixturePlugin(n)
+		b.WriteString("    " + n + ":\n      moduleName: " + module + "\n")
 	}
 	return b.String()
+}
+
+// FixturePlugin returns the folder and the module of a fixture plugin: a minimal Traefik plugin
+// of e2e/testdata/plugins/<name> (module github.com/oboexchange/<name>) that the benchmark
+// measures oboexchange against. They sit under testdata, which the go tool skips, because each
+// is a module of its own that only Traefik and Yaegi load.
+func FixturePlugin(name string) (dir, module string) {
+	return filepath.Join(RepoRoot(), "e2e", "testdata", "plugins", name), "github.com/oboexchange/" + name
 }
 
 // Example reads a file of examples/ and makes the given replacements, each of which must apply:

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oboexchange/oboexchange/e2e/env"
+	"github.com/oboexchange/oboexchange/e2e/internal/load"
 )
 
 // benchCase is one router of the benchmark and the tokens its requests carry.
@@ -22,7 +23,7 @@ type benchCase struct {
 
 // sample is one case measured in one round.
 type sample struct {
-	env.Result
+	load.Result
 	cpuPerReq time.Duration
 }
 
@@ -66,106 +67,173 @@ func benchRoutes(backend, fastIdP, slowIdP, faAddr, faSlowAddr string) (string, 
 
 // throughTraefik measures each configuration through one Traefik process, in interleaved rounds.
 func throughTraefik(rounds, requests, concurrency int, missDelay time.Duration) error {
-	backend, err := env.StartNoContent()
+	s := &benchStack{}
+	defer s.stop()
+	if err := s.start(missDelay); err != nil {
+		return err
+	}
+	users := make([]string, 10000)
+	for i := range users {
+		users[i] = "Bearer " + load.UserToken(i)
+	}
+	gen := &load.Loader{Base: s.traefik.WebURL, Concurrency: concurrency}
+	if err := warmUp(gen, users); err != nil {
+		return err
+	}
+	cases := hitCases(users, s.faPID)
+	res, err := s.measureRounds(gen, cases, rounds, requests, concurrency)
 	if err != nil {
 		return err
 	}
-	fast, err := env.StartTokenServer(0)
-	if err != nil {
-		return err
-	}
-	slow, err := env.StartTokenServer(missDelay)
-	if err != nil {
-		return err
-	}
-	faAddr, faPID, stopFA, err := startForwardAuthService(fast.URL)
-	if err != nil {
-		return err
-	}
-	defer stopFA()
-	faSlowAddr, _, stopFASlow, err := startForwardAuthService(slow.URL)
-	if err != nil {
-		return err
-	}
-	defer stopFASlow()
+	base := summarize(res.hits[0])
+	printHits(cases, res.hits, base, rounds, requests, concurrency)
+	printMisses(res, base, missDelay, rounds)
+	return nil
+}
 
-	dynamic, routers := benchRoutes(backend, fast.URL, slow.URL, faAddr, faSlowAddr)
-	traefik, err := env.StartTraefik(map[string]string{"bench.yml": dynamic}, "nullplugin")
+// benchStack is what the measurement through Traefik runs against: a backend answering 204, a
+// fast and a slow token server, a forwardAuth service in front of each, and Traefik with one
+// router per configuration (benchRoutes).
+type benchStack struct {
+	traefik    *env.Traefik
+	fast, slow *load.TokenServer
+	faPID      int      // the forwardAuth service of the fast token server, whose CPU counts too
+	stops      []func() // what to stop, in the order it started
+}
+
+// start starts the components and waits until Traefik has enabled every router. What it started
+// is stopped by stop, also when it fails half way.
+func (s *benchStack) start(missDelay time.Duration) error {
+	backend, err := load.StartNoContent()
 	if err != nil {
 		return err
 	}
-	defer traefik.Stop()
+	if s.fast, err = load.StartTokenServer(0); err != nil {
+		return err
+	}
+	if s.slow, err = load.StartTokenServer(missDelay); err != nil {
+		return err
+	}
+	faAddr, faPID, stopFA, err := startForwardAuthService(s.fast.URL)
+	if err != nil {
+		return err
+	}
+	s.faPID = faPID
+	s.stops = append(s.stops, stopFA)
+	faSlowAddr, _, stopFASlow, err := startForwardAuthService(s.slow.URL)
+	if err != nil {
+		return err
+	}
+	s.stops = append(s.stops, stopFASlow)
+
+	dynamic, routers := benchRoutes(backend, s.fast.URL, s.slow.URL, faAddr, faSlowAddr)
+	if s.traefik, err = env.StartTraefik(map[string]string{"bench.yml": dynamic}, "nullplugin"); err != nil {
+		return err
+	}
+	s.stops = append(s.stops, s.traefik.Stop)
 	for _, r := range routers {
-		if _, err := traefik.WaitRouter(r, "enabled", 60*time.Second); err != nil {
+		if _, err := s.traefik.WaitRouter(r, "enabled", 60*time.Second); err != nil {
 			return err
 		}
 	}
+	return nil
+}
 
-	one := []string{"Bearer " + env.UserToken(0)}
-	users := make([]string, 10000)
-	for i := range users {
-		users[i] = "Bearer " + env.UserToken(i)
+// stop stops what start started, the last started first.
+func (s *benchStack) stop() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
 	}
-	load := &env.Loader{Base: traefik.WebURL, Concurrency: concurrency}
-	// Warm the caches of the plugin and of the forwardAuth service with every user once.
+}
+
+// warmUp sends every user once through the plugin and through the forwardAuth service, so that
+// both caches hold every user and the measured rounds see cache hits only.
+func warmUp(gen *load.Loader, users []string) error {
 	for _, host := range []string{"obo.bench", "forwardauth.bench"} {
-		if r := load.Run(host, users, len(users)); r.Errors > 0 {
+		if r := gen.Run(host, users, len(users)); r.Errors > 0 {
 			return fmt.Errorf("warm-up of %s: %d errors", host, r.Errors)
 		}
 	}
+	return nil
+}
 
-	cases := []benchCase{
+// hitCases are the configurations compared by CPU per request. The first is the baseline the
+// others are divided by; the third and the fifth are the head-to-head of printHits.
+func hitCases(users []string, faPID int) []benchCase {
+	one := []string{"Bearer " + load.UserToken(0)}
+	return []benchCase{
 		{name: "1. baseline: no middleware", host: "baseline.bench", tokens: one},
 		{name: "2. null Yaegi plugin", host: "nop.bench", tokens: one},
 		{name: "3. oboexchange, cache hit, 1 user", host: "obo.bench", tokens: one},
 		{name: "4. oboexchange, cache hit, 10,000 users", host: "obo.bench", tokens: users},
 		{name: "5. forwardAuth to a token-exchange service", host: "forwardauth.bench", tokens: users, extraPID: faPID},
 	}
-	results := make([][]sample, len(cases))
-	var misses, direct, faMisses []env.Result
-	missRequests := requests / 10
+}
+
+// roundResults is what measureRounds measured, round by round.
+type roundResults struct {
+	hits                     [][]sample    // by case of hitCases
+	misses, direct, faMisses []load.Result // through the plugin, to the token server, through forwardAuth
+	missRequests             int           // requests of each cache-miss run
+	missCalls                int64         // token-endpoint calls the plugin made in its cache-miss runs
+}
+
+// measureRounds runs every case, then the three cache-miss runs, once per round. Interleaving
+// spreads a slow moment of the shared machine over all configurations instead of one; each
+// cache-miss run sends users never seen before.
+func (s *benchStack) measureRounds(gen *load.Loader, cases []benchCase, rounds, requests, concurrency int) (roundResults, error) {
+	res := roundResults{hits: make([][]sample, len(cases)), missRequests: requests / 10}
 	nextUser := 100000
 	fresh := func() []string {
-		out := make([]string, missRequests)
+		out := make([]string, res.missRequests)
 		for i := range out {
-			out[i] = "Bearer " + env.UserToken(nextUser)
+			out[i] = "Bearer " + load.UserToken(nextUser)
 			nextUser++
 		}
 		return out
 	}
-	slowBefore := slow.Calls()
-	directLoad := &env.Loader{Base: strings.TrimSuffix(slow.URL, "/token"), Path: "/token", OK: 200, Concurrency: concurrency}
+	slowBefore := s.slow.Calls()
+	direct := &load.Loader{Base: strings.TrimSuffix(s.slow.URL, "/token"), Path: "/token", OK: 200, Concurrency: concurrency}
 	for r := 0; r < rounds; r++ {
 		for i, c := range cases {
-			s, err := measure(load, traefik.Pid(), c, requests)
+			sm, err := measure(gen, s.traefik.Pid(), c, requests)
 			if err != nil {
-				return err
+				return res, err
 			}
-			results[i] = append(results[i], s)
+			res.hits[i] = append(res.hits[i], sm)
 		}
-		misses = append(misses, load.Run("misses.bench", fresh(), missRequests))
-		direct = append(direct, directLoad.Run("", fresh(), missRequests))
-		faMisses = append(faMisses, load.Run("famisses.bench", fresh(), missRequests))
+		res.misses = append(res.misses, gen.Run("misses.bench", fresh(), res.missRequests))
+		res.direct = append(res.direct, direct.Run("", fresh(), res.missRequests))
+		res.faMisses = append(res.faMisses, gen.Run("famisses.bench", fresh(), res.missRequests))
 	}
+	// Less the calls of the direct runs and of the forwardAuth service.
+	res.missCalls = s.slow.Calls() - slowBefore - 2*int64(res.missRequests*rounds)
+	return res, nil
+}
 
+// printHits prints what each configuration costs Traefik per request against the baseline, then
+// oboexchange against forwardAuth, the design users deploy today.
+func printHits(cases []benchCase, hits [][]sample, base sample, rounds, requests, concurrency int) {
 	fmt.Printf("\nThrough Traefik %s: %d requests per case and round over %d connections; medians of %d interleaved rounds\n\n",
 		env.TraefikVersion(), requests, concurrency, rounds)
-	base := summarize(results[0])
-	t := env.NewTable("configuration", "Traefik CPU/request", "x baseline", "requests/s", "p50", "p99", "errors")
+	t := load.NewTable("configuration", "Traefik CPU/request", "x baseline", "requests/s", "p50", "p99", "errors")
 	for i, c := range cases {
-		s := summarize(results[i])
+		s := summarize(hits[i])
 		t.Row(c.name, us(s.cpuPerReq), ratio(s.cpuPerReq, base.cpuPerReq), fmt.Sprintf("%.0f", s.RPS), us(s.P50), us(s.P99), strconv.Itoa(s.Errors))
 	}
 	t.Print()
-	hit, fa := summarize(results[2]), summarize(results[4])
+	hit, fa := summarize(hits[2]), summarize(hits[4])
 	fmt.Printf("\noboexchange (cache hit, 1 user) against forwardAuth (Traefik's and the service's CPU): %s the CPU per request; p50 %s against %s.\n",
 		ratio(hit.cpuPerReq, fa.cpuPerReq)+" x", us(hit.P50), us(fa.P50))
+}
 
-	m, d, fm := median3(misses), median3(direct), median3(faMisses)
-	calls := slow.Calls() - slowBefore - 2*int64(missRequests*rounds) // less the direct and forwardAuth calls
-	fmt.Printf("\n6. Cache misses: every request a new user, the authorization server answering after %v (%d requests per round)\n\n", missDelay, missRequests)
-	t = env.NewTable("figure", "value")
-	t.Row("token-endpoint calls", fmt.Sprintf("%d for %d requests", calls, missRequests*rounds))
+// printMisses prints what a cache miss adds to a request: the latency through Traefik less the
+// baseline route and less the token endpoint called directly, for the plugin and for forwardAuth.
+func printMisses(res roundResults, base sample, missDelay time.Duration, rounds int) {
+	m, d, fm := median3(res.misses), median3(res.direct), median3(res.faMisses)
+	fmt.Printf("\n6. Cache misses: every request a new user, the authorization server answering after %v (%d requests per round)\n\n", missDelay, res.missRequests)
+	t := load.NewTable("figure", "value")
+	t.Row("token-endpoint calls", fmt.Sprintf("%d for %d requests", res.missCalls, res.missRequests*rounds))
 	t.Row("p50 / p99 through Traefik", ms(m.P50)+" / "+ms(m.P99))
 	t.Row("p50 of the token endpoint called directly", ms(d.P50))
 	t.Row("p50 of the baseline route", ms(base.P50))
@@ -173,11 +241,10 @@ func throughTraefik(rounds, requests, concurrency int, missDelay time.Duration) 
 	t.Row("added at p50 by forwardAuth to the token-exchange service", us(fm.P50-base.P50-d.P50))
 	t.Row("errors", strconv.Itoa(m.Errors+fm.Errors))
 	t.Print()
-	return nil
 }
 
 // measure runs one case and reads the CPU Traefik (and the forwardAuth service) used meanwhile.
-func measure(load *env.Loader, pid int, c benchCase, requests int) (sample, error) {
+func measure(gen *load.Loader, pid int, c benchCase, requests int) (sample, error) {
 	pids := []int{pid}
 	if c.extraPID != 0 {
 		pids = append(pids, c.extraPID)
@@ -186,7 +253,7 @@ func measure(load *env.Loader, pid int, c benchCase, requests int) (sample, erro
 	if err != nil {
 		return sample{}, err
 	}
-	r := load.Run(c.host, c.tokens, requests)
+	r := gen.Run(c.host, c.tokens, requests)
 	after, err := cpuTime(pids...)
 	if err != nil {
 		return sample{}, err
@@ -197,7 +264,7 @@ func measure(load *env.Loader, pid int, c benchCase, requests int) (sample, erro
 // summarize takes the median of each figure over the rounds; errors are added up.
 func summarize(samples []sample) sample {
 	var cpu []float64
-	var results []env.Result
+	var results []load.Result
 	for _, s := range samples {
 		cpu = append(cpu, float64(s.cpuPerReq))
 		results = append(results, s.Result)
@@ -206,9 +273,9 @@ func summarize(samples []sample) sample {
 }
 
 // median3 is the median throughput and latencies of results; errors are added up.
-func median3(results []env.Result) env.Result {
+func median3(results []load.Result) load.Result {
 	var rps, p50, p99 []float64
-	out := env.Result{}
+	out := load.Result{}
 	for _, r := range results {
 		rps = append(rps, r.RPS)
 		p50 = append(p50, float64(r.P50))

@@ -18,6 +18,7 @@ import (
 	"github.com/traefik/yaegi/stdlib"
 
 	"github.com/oboexchange/oboexchange/e2e/env"
+	"github.com/oboexchange/oboexchange/e2e/internal/load"
 )
 
 // loadPlugin loads a plugin the way Traefik does (pkg/plugins/middlewareyaegi.go): one
@@ -70,7 +71,8 @@ func gopathWithPlugins() (string, error) {
 		return "", err
 	}
 	for _, p := range []string{"nullplugin", "rewriteplugin"} {
-		if err := env.CopyPlugin(filepath.Join(env.RepoRoot(), "e2e", "bench", p), filepath.Join(gopath, "src", "github.com/oboexchange", p)); err != nil {
+		src, module := env.FixturePlugin(p)
+		if err := env.CopyPlugin(src, filepath.Join(gopath, "src", module)); err != nil {
 			return "", err
 		}
 	}
@@ -117,7 +119,7 @@ func inProcess(rounds, ops int, memEntries int) error {
 	const users = 10000
 	tokens := make([]string, users)
 	for u := range tokens {
-		tokens[u] = "Bearer " + env.UserToken(u)
+		tokens[u] = "Bearer " + load.UserToken(u)
 		if status := serve(oboHandler, tokens[u]); status != 0 {
 			return fmt.Errorf("warm-up exchange for user %d: status %d", u, status)
 		}
@@ -144,7 +146,7 @@ func inProcess(rounds, ops int, memEntries int) error {
 	}
 	nullNs := median(perOp[0])
 	fmt.Printf("\nServeHTTP under Yaegi %s, in process, loaded as Traefik loads plugins (median of %d interleaved rounds of %d calls)\n\n", "v0.16.1", rounds, ops)
-	t := env.NewTable("case", "us/request", "over null plugin", "allocs/request")
+	t := load.NewTable("case", "us/request", "over null plugin", "allocs/request")
 	for c, tc := range cases {
 		m := median(perOp[c])
 		t.Row(tc.name, fmt.Sprintf("%.1f", m/1000), fmt.Sprintf("%+.1f us", (m-nullNs)/1000), fmt.Sprintf("%.0f", median(allocs[c])))
@@ -217,7 +219,7 @@ func cacheMemory(gopath, idpURL string, next http.Handler, n int) error {
 	runtime.ReadMemStats(&before)
 	tokenBytes := 0
 	for u := 0; u < n; u++ {
-		tok := env.UserToken(1000000 + u)
+		tok := load.UserToken(1000000 + u)
 		tokenBytes += len("Bearer x-" + tok)
 		if status := serve(h, "Bearer "+tok); status != 0 {
 			return fmt.Errorf("exchange %d: status %d", u, status)
@@ -243,7 +245,7 @@ func missCost(h http.Handler, idpURL string, rounds int) error {
 	for r := 0; r < rounds; r++ {
 		start := time.Now()
 		for i := 0; i < ops; i++ {
-			if status := serve(h, "Bearer "+env.UserToken(next)); status != 0 {
+			if status := serve(h, "Bearer "+load.UserToken(next)); status != 0 {
 				return fmt.Errorf("miss: status %d", status)
 			}
 			next++
@@ -251,7 +253,7 @@ func missCost(h http.Handler, idpURL string, rounds int) error {
 		plugin = append(plugin, float64(time.Since(start).Nanoseconds())/ops)
 		start = time.Now()
 		for i := 0; i < ops; i++ {
-			resp, err := client.PostForm(idpURL+"/token", map[string][]string{"subject_token": {env.UserToken(next)}})
+			resp, err := client.PostForm(idpURL+"/token", map[string][]string{"subject_token": {load.UserToken(next)}})
 			if err != nil {
 				return err
 			}

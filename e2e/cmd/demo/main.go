@@ -29,70 +29,142 @@ func main() {
 	}
 }
 
+// run walks through the demo a phase at a time, then serves until Ctrl-C unless exit is set.
 func run(exit bool) error {
-	work, err := os.MkdirTemp("", "oboexchange-demo-")
+	d := &demo{}
+	defer d.stop()
+	if err := d.start(); err != nil {
+		return err
+	}
+	user, err := d.signIn()
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	first, err := d.firstRequest(user)
+	if err != nil {
+		return err
+	}
+	if err := d.cachedRequest(user, first); err != nil {
+		return err
+	}
+	if exit {
+		fmt.Println("\nDemo complete.")
+		return nil
+	}
+	return d.serve(user)
+}
 
+// demo is the running walkthrough: the components it started and a folder for its files.
+type demo struct {
+	work    string // the client secret file and the user token for curl
+	idp     *env.IdP
+	echo    *env.Echo
+	traefik *env.Traefik
+}
+
+// start starts the authorization server, the backend and Traefik, printing where each listens.
+func (d *demo) start() error {
+	var err error
+	if d.work, err = os.MkdirTemp("", "oboexchange-demo-"); err != nil {
+		return err
+	}
+	if err := d.startIdP(); err != nil {
+		return err
+	}
+	if err := d.startBackend(); err != nil {
+		return err
+	}
+	return d.startTraefik()
+}
+
+// stop stops what start started, the last started first, and removes the folder.
+func (d *demo) stop() {
+	if d.traefik != nil {
+		d.traefik.Stop()
+	}
+	if d.echo != nil {
+		d.echo.Stop()
+	}
+	if d.idp != nil {
+		d.idp.Stop()
+	}
+	if d.work != "" {
+		_ = os.RemoveAll(d.work)
+	}
+}
+
+// startIdP starts a real RFC 8693 authorization server, not a stand-in.
+func (d *demo) startIdP() error {
 	step("Starting the authorization server (zitadel/oidc OpenID Provider, RFC 8693 token exchange)")
-	idp, err := env.StartIdP(nil)
-	if err != nil {
+	var err error
+	if d.idp, err = env.StartIdP(nil); err != nil {
 		return err
 	}
-	defer idp.Stop()
-	fmt.Println("   issuer:", idp.Issuer)
+	fmt.Println("   issuer:", d.idp.Issuer)
+	return nil
+}
 
+// startBackend starts the echo backend, which shows which credential crossed the gateway.
+func (d *demo) startBackend() error {
 	step("Starting the backend (echoes the request it receives)")
-	echo, err := env.StartEcho()
-	if err != nil {
+	var err error
+	if d.echo, err = env.StartEcho(); err != nil {
 		return err
 	}
-	defer echo.Stop()
-	fmt.Println("   backend:", echo.URL)
+	fmt.Println("   backend:", d.echo.URL)
+	return nil
+}
 
+// startTraefik starts Traefik with the Okta example as users copy it, only its URLs and secret
+// file changed, so the demo shows the configuration users will write.
+func (d *demo) startTraefik() error {
 	step("Starting Traefik with the oboexchange plugin (examples/rfc8693/okta.yml)")
-	secret := filepath.Join(work, "obo-client-secret")
+	secret := filepath.Join(d.work, "obo-client-secret")
 	if err := os.WriteFile(secret, []byte(env.GatewaySecret), 0o600); err != nil {
 		return err
 	}
 	dynamic, err := env.Example("rfc8693/okta.yml", map[string]string{
-		"https://example.okta.com/oauth2/default/v1/token": idp.TokenEndpoint,
+		"https://example.okta.com/oauth2/default/v1/token": d.idp.TokenEndpoint,
 		"/run/secrets/obo-client-secret":                   secret,
-		"http://orders:8080":                               echo.URL,
+		"http://orders:8080":                               d.echo.URL,
 	})
 	if err != nil {
 		return err
 	}
-	traefik, err := env.StartTraefik(map[string]string{"orders.yml": dynamic})
-	if err != nil {
+	if d.traefik, err = env.StartTraefik(map[string]string{"orders.yml": dynamic}); err != nil {
 		return err
 	}
-	defer traefik.Stop()
-	if _, err := traefik.WaitRouter("orders", "enabled", 60*time.Second); err != nil {
+	if _, err := d.traefik.WaitRouter("orders", "enabled", 60*time.Second); err != nil {
 		return err
 	}
-	fmt.Println("   gateway:", traefik.WebURL, "  API and metrics:", traefik.APIURL)
+	fmt.Println("   gateway:", d.traefik.WebURL, "  API and metrics:", d.traefik.APIURL)
+	return nil
+}
 
-	step("Signing in " + idp.DemoUser() + " (authorization code flow with PKCE, as a web front end would)")
-	user, err := idp.Login(idp.DemoUser(), env.UserPassword)
-	if err != nil {
-		return err
-	}
+// signIn gets a user token the way a web front end would, so the token the gateway exchanges is
+// a real one.
+func (d *demo) signIn() (string, error) {
+	step("Signing in " + d.idp.DemoUser() + " (authorization code flow with PKCE, as a web front end would)")
+	return d.idp.Login(d.idp.DemoUser(), env.UserPassword)
+}
 
+// firstRequest shows the exchange: the backend receives another token than the client sent,
+// after one call to the token endpoint. It returns the token the backend received.
+func (d *demo) firstRequest(user string) (string, error) {
 	step("GET /orders/42 through Traefik with the user's token")
-	first, took1, err := get(traefik.WebURL, user)
+	first, took, err := get(d.traefik.WebURL, user)
 	if err != nil {
-		return err
+		return "", err
 	}
-	fmt.Printf("   HTTP 200 in %v; the token endpoint was called %d time(s)\n", took1.Round(time.Millisecond), idp.Exchanges())
-	if err := compare(user, first); err != nil {
-		return err
-	}
+	fmt.Printf("   HTTP 200 in %v; the token endpoint was called %d time(s)\n", took.Round(time.Millisecond), d.idp.Exchanges())
+	return first, compare(user, first)
+}
 
+// cachedRequest shows the cache: the same request gets the same exchanged token without another
+// call to the token endpoint.
+func (d *demo) cachedRequest(user, first string) error {
 	step("The same request again: answered from the plugin's cache")
-	second, took2, err := get(traefik.WebURL, user)
+	second, took, err := get(d.traefik.WebURL, user)
 	if err != nil {
 		return err
 	}
@@ -100,17 +172,17 @@ func run(exit bool) error {
 	if second != first {
 		same = "a different token"
 	}
-	fmt.Printf("   HTTP 200 in %v with %s; the token endpoint was still called %d time(s)\n", took2.Round(time.Millisecond), same, idp.Exchanges())
+	fmt.Printf("   HTTP 200 in %v with %s; the token endpoint was still called %d time(s)\n", took.Round(time.Millisecond), same, d.idp.Exchanges())
+	return nil
+}
 
-	if exit {
-		fmt.Println("\nDemo complete.")
-		return nil
-	}
-	tokenFile := filepath.Join(work, "user-token")
+// serve leaves everything running for the reader to try with curl, until Ctrl-C.
+func (d *demo) serve(user string) error {
+	tokenFile := filepath.Join(d.work, "user-token")
 	if err := os.WriteFile(tokenFile, []byte(user), 0o600); err != nil {
 		return err
 	}
-	fmt.Printf("\nRunning. Try it (the user token lives 5 minutes):\n\n  curl -s -H \"Host: api.example.com\" -H \"Authorization: Bearer $(cat %s)\" %s/orders/42\n\n", tokenFile, traefik.WebURL)
+	fmt.Printf("\nRunning. Try it (the user token lives 5 minutes):\n\n  curl -s -H \"Host: api.example.com\" -H \"Authorization: Bearer $(cat %s)\" %s/orders/42\n\n", tokenFile, d.traefik.WebURL)
 	fmt.Println("Press Ctrl-C to stop.")
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)

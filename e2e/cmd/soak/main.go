@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/oboexchange/oboexchange/e2e/env"
+	"github.com/oboexchange/oboexchange/e2e/internal/load"
 )
 
 func main() {
@@ -63,6 +64,7 @@ type snapshot struct {
 	goroutines int
 }
 
+// take reads Traefik's memory and goroutines from its Prometheus metrics.
 func take(t *env.Traefik) (snapshot, error) {
 	rss, err := t.Metric("process_resident_memory_bytes")
 	if err != nil {
@@ -81,7 +83,7 @@ func take(t *env.Traefik) (snapshot, error) {
 
 // settle closes the load generators' idle connections and lets Traefik's goroutines for them
 // end before a snapshot.
-func settle(t *env.Traefik, loaders ...*env.Loader) (snapshot, error) {
+func settle(t *env.Traefik, loaders ...*load.Loader) (snapshot, error) {
 	for _, l := range loaders {
 		l.CloseIdle()
 	}
@@ -89,57 +91,114 @@ func settle(t *env.Traefik, loaders ...*env.Loader) (snapshot, error) {
 	return take(t)
 }
 
+// run runs the phases in order, each adding its row to the table printed at the end, and compares
+// Traefik before and after the reloads.
 func run(users, requests, burst, concurrency, reloads int, delay time.Duration) error {
-	backend, err := env.StartNoContent()
+	s := &soak{}
+	defer s.stop()
+	if err := s.start(users, concurrency, delay); err != nil {
+		return err
+	}
+	if err := s.burst(burst); err != nil {
+		return err
+	}
+	tokens := make([]string, users)
+	for i := range tokens {
+		tokens[i] = "Bearer " + load.UserToken(i)
+	}
+	beforeReloads, err := s.longRun(tokens, requests)
 	if err != nil {
 		return err
 	}
-	idp, err := env.StartTokenServer(delay)
+	afterReloads, err := s.reloads(tokens, reloads)
 	if err != nil {
 		return err
 	}
-	t, err := env.StartTraefik(map[string]string{"soak.yml": soakRoute(idp.URL, backend, 2*users), "other.yml": otherRoute(0, backend)})
-	if err != nil {
+	if err := s.idle(); err != nil {
 		return err
 	}
-	defer t.Stop()
-	if _, err := t.WaitRouter("soak", "enabled", 60*time.Second); err != nil {
+	fmt.Println()
+	s.tab.Print()
+	fmt.Printf("\nOver the reloads: RSS %+.1f MiB, Go heap %+.1f MiB, goroutines %+d.\n",
+		afterReloads.rssMiB-beforeReloads.rssMiB, afterReloads.heapMiB-beforeReloads.heapMiB, afterReloads.goroutines-beforeReloads.goroutines)
+	return nil
+}
+
+// soak is the running test: Traefik with the plugin, its authorization server and backend, the
+// load generator of the long run, and the table each phase adds its row to.
+type soak struct {
+	t       *env.Traefik
+	idp     *load.TokenServer
+	backend string
+	gen     *load.Loader
+	tab     *load.Table
+}
+
+// start starts the backend, the authorization server and Traefik, sends a few requests of one
+// user so that the first snapshot is of a Traefik that has served the plugin, and records it.
+func (s *soak) start(users, concurrency int, delay time.Duration) error {
+	var err error
+	if s.backend, err = load.StartNoContent(); err != nil {
 		return err
 	}
-	load := &env.Loader{Base: t.WebURL, Concurrency: concurrency}
-	if r := load.Run("soak.test", []string{"Bearer warm-up-user"}, 10); r.Errors > 0 {
+	if s.idp, err = load.StartTokenServer(delay); err != nil {
+		return err
+	}
+	if s.t, err = env.StartTraefik(map[string]string{"soak.yml": soakRoute(s.idp.URL, s.backend, 2*users), "other.yml": otherRoute(0, s.backend)}); err != nil {
+		return err
+	}
+	if _, err := s.t.WaitRouter("soak", "enabled", 60*time.Second); err != nil {
+		return err
+	}
+	s.gen = &load.Loader{Base: s.t.WebURL, Concurrency: concurrency}
+	if r := s.gen.Run("soak.test", []string{"Bearer warm-up-user"}, 10); r.Errors > 0 {
 		return fmt.Errorf("warm-up: %d errors", r.Errors)
 	}
-	start, err := settle(t, load)
+	snap, err := settle(s.t, s.gen)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("Soak test: Traefik %s with oboexchange (cacheMaxEntries %d); the authorization server answers after %v.\n\n", env.TraefikVersion(), 2*users, delay)
-	tab := env.NewTable("phase", "requests", "errors", "token-endpoint calls", "expected calls", "Traefik RSS", "Go heap in use", "goroutines", "took")
-	row := func(phase string, n, errors int, calls, expected int64, s snapshot, took time.Duration) {
-		tab.Row(phase, strconv.Itoa(n), strconv.Itoa(errors), strconv.FormatInt(calls, 10), strconv.FormatInt(expected, 10),
-			fmt.Sprintf("%.1f MiB", s.rssMiB), fmt.Sprintf("%.1f MiB", s.heapMiB), strconv.Itoa(s.goroutines), took.Round(time.Second).String())
-	}
-	row("after start", 10, 0, idp.Calls(), 1, start, 0)
+	s.tab = load.NewTable("phase", "requests", "errors", "token-endpoint calls", "expected calls", "Traefik RSS", "Go heap in use", "goroutines", "took")
+	s.row("after start", 10, 0, s.idp.Calls(), 1, snap, 0)
+	return nil
+}
 
-	// 1. A burst of concurrent first requests of one user: one exchange.
-	calls0 := idp.Calls()
+// stop stops Traefik, if start got that far.
+func (s *soak) stop() {
+	if s.t != nil {
+		s.t.Stop()
+	}
+}
+
+// row adds a phase's figures to the table.
+func (s *soak) row(phase string, n, errors int, calls, expected int64, snap snapshot, took time.Duration) {
+	s.tab.Row(phase, strconv.Itoa(n), strconv.Itoa(errors), strconv.FormatInt(calls, 10), strconv.FormatInt(expected, 10),
+		fmt.Sprintf("%.1f MiB", snap.rssMiB), fmt.Sprintf("%.1f MiB", snap.heapMiB), strconv.Itoa(snap.goroutines), took.Round(time.Second).String())
+}
+
+// burst shows single flight under Traefik: n concurrent first requests of one user make one
+// exchange.
+func (s *soak) burst(n int) error {
+	calls0 := s.idp.Calls()
 	t0 := time.Now()
-	burstLoad := &env.Loader{Base: t.WebURL, Concurrency: burst}
-	r := burstLoad.Run("soak.test", []string{"Bearer burst-user"}, burst)
-	s, err := settle(t, burstLoad)
+	burstGen := &load.Loader{Base: s.t.WebURL, Concurrency: n}
+	r := burstGen.Run("soak.test", []string{"Bearer burst-user"}, n)
+	snap, err := settle(s.t, burstGen)
 	if err != nil {
 		return err
 	}
-	row(fmt.Sprintf("burst: %d concurrent first requests of one user", burst), burst, r.Errors, idp.Calls()-calls0, 1, s, time.Since(t0))
+	s.row(fmt.Sprintf("burst: %d concurrent first requests of one user", n), n, r.Errors, s.idp.Calls()-calls0, 1, snap, time.Since(t0))
+	return nil
+}
 
-	// 2. The long run: users in turn, so every user's first request is a miss and the rest hits.
-	tokens := make([]string, users)
-	for i := range tokens {
-		tokens[i] = "Bearer " + env.UserToken(i)
-	}
-	calls0 = idp.Calls()
-	t0 = time.Now()
+// longRun shows the cache over many users and requests: users take turns, so every user's first
+// request is a miss and the rest hit, one exchange per user, while memory and goroutines stay
+// flat. It prints progress after each chunk and returns the snapshot after the run.
+func (s *soak) longRun(tokens []string, requests int) (snapshot, error) {
+	users := len(tokens)
+	calls0 := s.idp.Calls()
+	t0 := time.Now()
 	errors := 0
 	const chunk = 100000
 	for done := 0; done < requests; done += chunk {
@@ -149,52 +208,56 @@ func run(users, requests, burst, concurrency, reloads int, delay time.Duration) 
 		}
 		// Each chunk starts where the previous one stopped in the rotation of users.
 		rotated := append(append([]string(nil), tokens[done%users:]...), tokens[:done%users]...)
-		res := load.Run("soak.test", rotated, n)
+		res := s.gen.Run("soak.test", rotated, n)
 		errors += res.Errors
-		snap, err := take(t)
+		snap, err := take(s.t)
 		if err != nil {
-			return err
+			return snapshot{}, err
 		}
 		fmt.Printf("  %7d requests: %6.0f req/s, p50 %v, p99 %v, RSS %.1f MiB, heap %.1f MiB, goroutines %d\n",
 			done+n, res.RPS, res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), snap.rssMiB, snap.heapMiB, snap.goroutines)
 	}
-	s, err = settle(t, load)
+	snap, err := settle(s.t, s.gen)
 	if err != nil {
-		return err
+		return snapshot{}, err
 	}
-	row(fmt.Sprintf("long run: %d requests over %d users", requests, users), requests, errors, idp.Calls()-calls0, int64(users), s, time.Since(t0))
-	beforeReloads := s
+	s.row(fmt.Sprintf("long run: %d requests over %d users", requests, users), requests, errors, s.idp.Calls()-calls0, int64(users), snap, time.Since(t0))
+	return snap, nil
+}
 
-	// 3. Configuration reloads under load: the cache survives, nothing fails, nothing grows.
-	calls0 = idp.Calls()
-	t0 = time.Now()
-	applied, served, failed, err := reloadUnderLoad(t, load, tokens, backend, reloads)
+// reloads shows the plugin across configuration reloads under load: the cache survives (no
+// exchange), nothing fails, and nothing grows. It returns the snapshot after the reloads.
+func (s *soak) reloads(tokens []string, reloads int) (snapshot, error) {
+	calls0 := s.idp.Calls()
+	t0 := time.Now()
+	applied, served, failed, err := reloadUnderLoad(s.t, s.gen, tokens, s.backend, reloads)
 	if err != nil {
-		return err
+		return snapshot{}, err
 	}
-	s, err = settle(t, load)
+	snap, err := settle(s.t, s.gen)
 	if err != nil {
-		return err
+		return snapshot{}, err
 	}
-	row(fmt.Sprintf("%d reloads under load (%d applied to the plugin)", reloads, applied), served, failed, idp.Calls()-calls0, 0, s, time.Since(t0))
-	// Last, the plugin's idle connections to the authorization server (at most 32, kept 90 s like
-	// net/http's default) close too: goroutines go back to where they started.
+	s.row(fmt.Sprintf("%d reloads under load (%d applied to the plugin)", reloads, applied), served, failed, s.idp.Calls()-calls0, 0, snap, time.Since(t0))
+	return snap, nil
+}
+
+// idle shows that nothing is left behind: once the plugin's idle connections to the
+// authorization server (at most 32, kept 90 s like net/http's default) have closed too,
+// goroutines go back to where they started.
+func (s *soak) idle() error {
 	time.Sleep(95 * time.Second)
-	idle, err := take(t)
+	snap, err := take(s.t)
 	if err != nil {
 		return err
 	}
-	row("after 95 s without traffic", 0, 0, 0, 0, idle, 95*time.Second)
-	fmt.Println()
-	tab.Print()
-	fmt.Printf("\nOver the reloads: RSS %+.1f MiB, Go heap %+.1f MiB, goroutines %+d.\n",
-		s.rssMiB-beforeReloads.rssMiB, s.heapMiB-beforeReloads.heapMiB, s.goroutines-beforeReloads.goroutines)
+	s.row("after 95 s without traffic", 0, 0, 0, 0, snap, 95*time.Second)
 	return nil
 }
 
 // reloadUnderLoad rewrites an unrelated router reloads times, each time waiting until the plugin
 // has been created again, while requests of the cached users keep flowing.
-func reloadUnderLoad(t *env.Traefik, load *env.Loader, tokens []string, backend string, reloads int) (applied, served, failed int, err error) {
+func reloadUnderLoad(t *env.Traefik, gen *load.Loader, tokens []string, backend string, reloads int) (applied, served, failed int, err error) {
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var n, errs atomic.Int64
@@ -202,7 +265,7 @@ func reloadUnderLoad(t *env.Traefik, load *env.Loader, tokens []string, backend 
 	go func() {
 		defer wg.Done()
 		for i := 0; !stop.Load(); i++ {
-			r := load.Run("soak.test", tokens, 5000)
+			r := gen.Run("soak.test", tokens, 5000)
 			n.Add(5000)
 			errs.Add(int64(r.Errors))
 		}

@@ -1,4 +1,9 @@
-package env
+// Package load drives Traefik the way the benchmark (cmd/bench) and the soak test (cmd/soak) need:
+// a closed-loop load generator, a token endpoint and a backend cheap enough not to be what is
+// measured, the users' tokens, and a table printer for the README. The real components the
+// suite runs against are started by package env; these stand-ins are kept apart from them so
+// that no test mistakes a stand-in for the real thing.
+package load
 
 import (
 	"crypto/sha256"
