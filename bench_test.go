@@ -17,7 +17,7 @@ import (
 func benchmarkHit(b *testing.B, users int) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
-		answer(w, 200, `{"access_token":"x-`+r.PostForm.Get("subject_token")+`","token_type":"Bearer","expires_in":3600}`)
+		answer(w, 200, bearerAccessToken+`"access_token":"x-`+r.PostForm.Get("subject_token")+`","expires_in":3600}`)
 	}))
 	defer ts.Close()
 	c := testConfig(ts.URL + "/token")

@@ -11,11 +11,12 @@ import (
 // monotonic clock read per lookup, immune to wall-clock jumps.
 var epoch = time.Now()
 
-// entry is what the cache holds for one subject token: either the ready-made header value of the
-// exchanged token, or (negative cache) the rejection the authorization server gave.
+// entry is what a cache holds for one subject token: in the exchanger's cache, the ready-made
+// header value of the exchanged token; in its negative cache, the rejection the authorization
+// server gave.
 type entry struct {
 	header    string        // "Bearer <exchanged token>"
-	rejection *failure      // set for a remembered invalid_grant
+	rejection *failure      // set for a remembered invalid_grant or access_denied
 	expires   time.Duration // since epoch; the entry is not used from then on
 }
 
@@ -121,28 +122,35 @@ func (c *cache) len() int {
 	return int(c.count.Load())
 }
 
-// lifetime says until when an exchanged token may be served from the cache: its lifetime less the
-// margin (half its lifetime when it lives less than twice the margin), and never beyond the exp of
-// the subject token, so an expired user token is never answered from the cache. ok is false when
-// the token must not be cached at all.
-func lifetime(now time.Time, expiresIn time.Duration, newTokenExp, subjectExp time.Time, margin time.Duration) (time.Time, bool) {
-	if expiresIn <= 0 && !newTokenExp.IsZero() {
-		expiresIn = newTokenExp.Sub(now)
+// lifetime says for how long an exchanged token may be served from the cache: its lifetime (the
+// earlier of expires_in and its own exp) less the margin (half of it when it lives less than twice
+// the margin), and never beyond the exp of the subject token, so an expired user token is never
+// answered from the cache. The exps are wall-clock times and are compared with now's wall clock;
+// the result is a duration, which the cache adds to its monotonic clock. ok is false when the token
+// must not be cached at all.
+func lifetime(now time.Time, expiresIn time.Duration, newTokenExp, subjectExp time.Time, margin time.Duration) (time.Duration, bool) {
+	now = now.Round(0) // the wall clock alone, like the exps
+	ttl := expiresIn
+	if !newTokenExp.IsZero() {
+		if left := newTokenExp.Sub(now); ttl <= 0 || left < ttl {
+			ttl = left
+		}
 	}
-	if expiresIn <= 0 {
-		return time.Time{}, false
+	if ttl <= 0 {
+		return 0, false
 	}
-	if expiresIn >= 2*margin {
-		expiresIn -= margin
+	if ttl >= 2*margin {
+		ttl -= margin
 	} else {
-		expiresIn /= 2
+		ttl /= 2
 	}
-	until := now.Add(expiresIn)
-	if !subjectExp.IsZero() && subjectExp.Before(until) {
-		until = subjectExp
+	if !subjectExp.IsZero() {
+		if left := subjectExp.Sub(now); left < ttl {
+			ttl = left
+		}
 	}
-	if !until.After(now) {
-		return time.Time{}, false
+	if ttl <= 0 {
+		return 0, false
 	}
-	return until, true
+	return ttl, true
 }

@@ -2,6 +2,7 @@ package oboexchange
 
 import (
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 )
@@ -22,21 +23,23 @@ func TestLifetime(t *testing.T) {
 		{name: "subject expires later", expiresIn: time.Hour, subjectExp: testNow.Add(2 * time.Hour), want: time.Hour - margin},
 		{name: "subject already expired", expiresIn: time.Hour, subjectExp: testNow.Add(-time.Second), want: 0},
 		{name: "new token exp without expires_in", newExp: testNow.Add(10 * time.Minute), want: 10*time.Minute - margin},
-		{name: "expires_in wins over exp", expiresIn: time.Minute * 5, newExp: testNow.Add(time.Hour), want: 5*time.Minute - margin},
+		{name: "expires_in earlier than exp", expiresIn: time.Minute * 5, newExp: testNow.Add(time.Hour), want: 5*time.Minute - margin},
+		{name: "exp earlier than expires_in", expiresIn: time.Hour, newExp: testNow.Add(5 * time.Minute), want: 5*time.Minute - margin},
+		{name: "exp passed despite expires_in", expiresIn: time.Hour, newExp: testNow.Add(-time.Second), want: 0},
 		{name: "neither: not cached", want: 0},
 		{name: "new token already expired", newExp: testNow.Add(-time.Minute), want: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			until, ok := lifetime(testNow, tc.expiresIn, tc.newExp, tc.subjectExp, margin)
+			ttl, ok := lifetime(testNow, tc.expiresIn, tc.newExp, tc.subjectExp, margin)
 			if tc.want == 0 {
 				if ok {
-					t.Errorf("cached until +%v, want not cached", until.Sub(testNow))
+					t.Errorf("cached for %v, want not cached", ttl)
 				}
 				return
 			}
-			if !ok || until.Sub(testNow) != tc.want {
-				t.Errorf("until +%v (ok %v), want +%v", until.Sub(testNow), ok, tc.want)
+			if !ok || ttl != tc.want {
+				t.Errorf("cached for %v (ok %v), want %v", ttl, ok, tc.want)
 			}
 		})
 	}
@@ -137,8 +140,8 @@ func TestCaching(t *testing.T) {
 		{name: "cached for expires_in", respond: issue(exchangedToken, 3600), want: [2]int{1, 1}},
 		{name: "another user is another exchange", respond: issue(exchangedToken, 3600), otherUser: true, want: [2]int{2, 2}},
 		{name: "short-lived: cached half its life", respond: issue(exchangedToken, 1), pause: 600 * time.Millisecond, want: [2]int{1, 2}},
-		{name: "neither expires_in nor exp: not cached", respond: reply(200, `{"access_token":"`+exchangedToken+`","token_type":"Bearer"}`), want: [2]int{2, 3}},
-		{name: "cached for the new token's exp", respond: reply(200, `{"access_token":"`+newToken+`","token_type":"Bearer"}`), want: [2]int{1, 1}, forwarded: "Bearer " + newToken},
+		{name: "neither expires_in nor exp: not cached", respond: reply(200, bearerAccessToken+`"access_token":"`+exchangedToken+`"}`), want: [2]int{2, 3}},
+		{name: "cached for the new token's exp", respond: reply(200, bearerAccessToken+`"access_token":"`+newToken+`"}`), want: [2]int{1, 1}, forwarded: "Bearer " + newToken},
 		{name: "cacheMaxEntries 0 disables the cache", respond: issue(exchangedToken, 3600), noCache: true, want: [2]int{2, 3}},
 	}
 	for _, tc := range tests {
@@ -192,5 +195,19 @@ func TestSubjectExpiryCapsCache(t *testing.T) {
 	}
 	if ts.count() != 1 || b.count() != 1 {
 		t.Errorf("token endpoint calls = %d, backend calls = %d; want 1 and 1", ts.count(), b.count())
+	}
+}
+
+// The subject's exp caps an entry on the cache's monotonic clock, measured from the wall clock
+// when the token is stored: a wall clock that stepped forward since the process started (NTP) must
+// not stretch the entry past the subject token's expiry.
+func TestSubjectExpiryAfterClockStep(t *testing.T) {
+	x := newExchanger("clock-step", &settings{endpoint: &url.URL{Scheme: "https", Host: "idp.test"}, maxEntries: 10})
+	// A wall clock an hour ahead of where the monotonic clock would put it.
+	wall := time.Now().Round(0).Add(time.Hour)
+	subjectExp := wall.Add(10 * time.Minute)
+	e := x.store(userToken, key(userToken), tokenResult{header: "Bearer x", expiresIn: time.Hour}, subjectExp, wall, 0, newLogger("t", levelOff))
+	if left := e.expires - time.Since(epoch); left > 10*time.Minute || left < 9*time.Minute {
+		t.Errorf("the entry lives %v, want the subject token's remaining 10m", left)
 	}
 }

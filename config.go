@@ -22,7 +22,11 @@ const (
 	authNone  = "none"
 )
 
-const tokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+// RFC 8693 token type identifiers (section 3).
+const (
+	tokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+	tokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
+)
 
 // reservedParams are the form parameters the plugin writes itself; extraParams cannot set them.
 var reservedParams = []string{
@@ -262,20 +266,26 @@ func parseSources(s *settings, c *Config) error {
 		if err != nil {
 			return err
 		}
+		for _, seen := range s.sources {
+			if seen == src {
+				return fmt.Errorf("tokenSources: %s is listed twice; list each source once", src.String())
+			}
+		}
 		s.sources = append(s.sources, src)
 	}
 	s.upstreamHeader = strings.TrimSpace(c.UpstreamHeader)
 	if s.upstreamHeader == "" {
 		s.upstreamHeader = "Authorization"
 	}
-	if !isHeaderName(s.upstreamHeader) {
+	if !isToken(s.upstreamHeader) {
 		return fmt.Errorf("upstreamHeader: %q is not a valid header name", s.upstreamHeader)
 	}
 	return nil
 }
 
-// isHeaderName reports whether s is an RFC 9110 field name (a token).
-func isHeaderName(s string) bool {
+// isToken reports whether s is an RFC 9110 token: what a header name, and a cookie name
+// (RFC 6265), must be.
+func isToken(s string) bool {
 	if s == "" {
 		return false
 	}

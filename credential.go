@@ -44,11 +44,20 @@ func parseSource(s string) (source, error) {
 	}
 	switch strings.ToLower(kind) {
 	case sourceHeader:
+		if !isToken(name) {
+			return source{}, fmt.Errorf("tokenSources: %q is not a valid header name", name)
+		}
 		canonical := http.CanonicalHeaderKey(name)
 		return source{kind: sourceHeader, name: canonical, scheme: canonical == "Authorization"}, nil
 	case sourceQuery:
+		if strings.ContainsAny(name, "&;=#?% \t") {
+			return source{}, fmt.Errorf("tokenSources: %q is not a usable query parameter name", name)
+		}
 		return source{kind: sourceQuery, name: name}, nil
 	case sourceCookie:
+		if !isToken(name) {
+			return source{}, fmt.Errorf("tokenSources: %q is not a valid cookie name", name)
+		}
 		return source{kind: sourceCookie, name: name}, nil
 	}
 	return source{}, fmt.Errorf("tokenSources: unknown source kind %q in %q; use header, query or cookie", kind, s)
@@ -56,7 +65,8 @@ func parseSource(s string) (source, error) {
 
 // extractCredential finds the one credential of the request. RFC 6750 section 2 forbids sending a
 // token by more than one method, so two sources carrying a value is a malformed request, as is a
-// repeated header or parameter: which of them would be the user's?
+// repeated header or parameter: which of them would be the user's? An Authorization header with
+// another scheme (Basic, Negotiate) holds no Bearer credential: that source is empty.
 func extractCredential(req *http.Request, sources []source) (credential, *failure) {
 	if len(sources) == 1 && sources[0].kind == sourceHeader {
 		// The common case, kept short: one header.
@@ -73,10 +83,13 @@ func extractCredential(req *http.Request, sources []source) (credential, *failur
 		if len(values) == 0 {
 			continue
 		}
+		c, f := headerCredential(values, src)
+		if f == failMissingToken {
+			continue
+		}
 		if found.src != nil {
 			return credential{}, failMalformed("credentials in more than one place")
 		}
-		c, f := headerCredential(values, src)
 		if f != nil {
 			return credential{}, f
 		}
@@ -91,17 +104,20 @@ func extractCredential(req *http.Request, sources []source) (credential, *failur
 // headerCredential reads the token out of the values found at one source. It checks only what the
 // cache-hit path needs (one value, the scheme, a bounded length); the full token syntax is checked
 // by checkSubjectToken before anything is sent to the authorization server, and a token that fails
-// it is never cached, so a cache hit implies a well-formed token.
+// it is never cached, so a cache hit implies a well-formed token. An Authorization header without
+// the Bearer scheme is failMissingToken (RFC 6750 section 3.1: no Bearer credential at all).
 func headerCredential(values []string, src *source) (credential, *failure) {
 	if len(values) != 1 {
 		return credential{}, failMalformed("several values for " + src.String())
 	}
 	v := values[0]
 	if src.kind == sourceHeader {
-		if len(v) > 7 && v[6] == ' ' && strings.EqualFold(v[:6], "Bearer") {
-			v = v[7:]
-		} else if src.scheme {
-			return credential{}, failMalformed("the Authorization header does not hold a Bearer credential")
+		scheme, rest, _ := strings.Cut(v, " ")
+		switch {
+		case strings.EqualFold(scheme, "Bearer"):
+			v = rest
+		case src.scheme:
+			return credential{}, failMissingToken
 		}
 	}
 	if v == "" {
@@ -121,13 +137,7 @@ func (s *source) values(req *http.Request) []string {
 	case sourceQuery:
 		return queryValues(req.URL.RawQuery, s.name)
 	}
-	var out []string
-	for _, c := range req.Cookies() {
-		if c.Name == s.name {
-			out = append(out, c.Value)
-		}
-	}
-	return out
+	return cookieValues(req.Header["Cookie"], s.name)
 }
 
 func (s *source) String() string {
@@ -148,11 +158,18 @@ func (c credential) strip(req *http.Request) {
 	}
 }
 
+// queryParts splits a raw query at "&" and at ";". Go's url.ParseQuery refuses ";", but Traefik's
+// proxy turns it into "&" on the way to the backend, so a token hidden after a ";" must be found
+// (and removed) like any other parameter.
+func queryParts(rawQuery string) []string {
+	return strings.Split(strings.ReplaceAll(rawQuery, ";", "&"), "&")
+}
+
 // queryValues returns the values of one parameter in a raw query; a part that does not decode is
 // skipped, as url.ParseQuery does.
 func queryValues(rawQuery, name string) []string {
 	var out []string
-	for _, part := range strings.Split(rawQuery, "&") {
+	for _, part := range queryParts(rawQuery) {
 		k, v, _ := strings.Cut(part, "=")
 		if key, err := url.QueryUnescape(k); err != nil || key != name {
 			continue
@@ -164,10 +181,11 @@ func queryValues(rawQuery, name string) []string {
 	return out
 }
 
-// withoutQueryParam removes every occurrence of one parameter from a raw query.
+// withoutQueryParam removes every occurrence of one parameter from a raw query; the other
+// parameters are kept as sent, joined by "&".
 func withoutQueryParam(rawQuery, name string) string {
 	var kept []string
-	for _, part := range strings.Split(rawQuery, "&") {
+	for _, part := range queryParts(rawQuery) {
 		k, _, _ := strings.Cut(part, "=")
 		if key, err := url.QueryUnescape(k); err == nil && key == name {
 			continue
@@ -177,16 +195,42 @@ func withoutQueryParam(rawQuery, name string) string {
 	return strings.Join(kept, "&")
 }
 
+// cookieParts splits Cookie header lines into their "name=value" pairs. Cookies are read here
+// rather than with req.Cookies(), which returns nothing past 3,000 cookies (Go 1.24 and later): a
+// token cookie must be found by the same parser that removes it.
+func cookieParts(lines []string) []string {
+	var parts []string
+	for _, line := range lines {
+		for _, part := range strings.Split(line, ";") {
+			if part = strings.TrimSpace(part); part != "" {
+				parts = append(parts, part)
+			}
+		}
+	}
+	return parts
+}
+
+// cookieValues returns the values of one cookie, without the optional double quotes.
+func cookieValues(lines []string, name string) []string {
+	var out []string
+	for _, part := range cookieParts(lines) {
+		k, v, _ := strings.Cut(part, "=")
+		if strings.TrimSpace(k) != name {
+			continue
+		}
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 // stripCookie removes one cookie from the Cookie headers, keeping the others as sent.
 func stripCookie(req *http.Request, name string) {
 	var kept []string
-	for _, line := range req.Header["Cookie"] {
-		for _, part := range strings.Split(line, ";") {
-			part = strings.TrimSpace(part)
-			k, _, _ := strings.Cut(part, "=")
-			if part == "" || strings.TrimSpace(k) == name {
-				continue
-			}
+	for _, part := range cookieParts(req.Header["Cookie"]) {
+		if k, _, _ := strings.Cut(part, "="); strings.TrimSpace(k) != name {
 			kept = append(kept, part)
 		}
 	}

@@ -20,14 +20,14 @@ func TestExtractCredential(t *testing.T) {
 		{name: "lowercase scheme", setup: auth("bearer abc"), token: "abc"},
 		{name: "uppercase scheme", setup: auth("BEARER abc"), token: "abc"},
 		{name: "none", setup: func(r *http.Request) {}, status: 401, reason: failMissingToken.reason},
-		{name: "basic", setup: auth("Basic abc"), status: 401, reason: "does not hold a Bearer credential"},
-		{name: "scheme only", setup: auth("Bearer"), status: 401, reason: "does not hold a Bearer credential"},
-		{name: "empty token", setup: auth("Bearer "), status: 401, reason: "does not hold a Bearer credential"},
+		{name: "basic", setup: auth("Basic abc"), status: 401, reason: failMissingToken.reason},
+		{name: "scheme only", setup: auth("Bearer"), status: 400, reason: "empty token"},
+		{name: "empty token", setup: auth("Bearer "), status: 400, reason: "empty token"},
 		{name: "two headers", setup: func(r *http.Request) {
 			r.Header.Add("Authorization", "Bearer a")
 			r.Header.Add("Authorization", "Bearer b")
-		}, status: 401, reason: "several values"},
-		{name: "too long", setup: auth("Bearer " + strings.Repeat("a", maxTokenLength+1)), status: 401, reason: "longer than 16 KiB"},
+		}, status: 400, reason: "several values"},
+		{name: "too long", setup: auth("Bearer " + strings.Repeat("a", maxTokenLength+1)), status: 400, reason: "longer than 16 KiB"},
 		{name: "custom header raw", sources: []string{"header:x-access-token"}, setup: func(r *http.Request) {
 			r.Header.Set("X-Access-Token", "abc")
 		}, token: "abc"},
@@ -39,9 +39,29 @@ func TestExtractCredential(t *testing.T) {
 		}, token: "abc+d"},
 		{name: "query twice", sources: []string{"query:access_token"}, setup: func(r *http.Request) {
 			r.URL.RawQuery = "access_token=a&access_token=b"
-		}, status: 401, reason: "several values"},
+		}, status: 400, reason: "several values"},
+		{name: "query smuggled after a semicolon", sources: []string{"query:access_token"}, setup: func(r *http.Request) {
+			r.URL.RawQuery = "access_token=a&z=0;access_token=a"
+		}, status: 400, reason: "several values"},
+		{name: "query after a semicolon", sources: []string{"query:access_token"}, setup: func(r *http.Request) {
+			r.URL.RawQuery = "z=0;access_token=abc"
+		}, token: "abc"},
 		{name: "cookie", sources: []string{"cookie:session"}, setup: func(r *http.Request) {
 			r.Header.Set("Cookie", "theme=dark; session=abc; lang=en")
+		}, token: "abc"},
+		{name: "quoted cookie", sources: []string{"cookie:session"}, setup: func(r *http.Request) {
+			r.Header.Set("Cookie", `session="abc"`)
+		}, token: "abc"},
+		{name: "cookie behind 3,000 others", sources: []string{"cookie:session"}, setup: func(r *http.Request) {
+			r.Header.Set("Cookie", strings.Repeat("c=1; ", 3001)+"session=abc")
+		}, token: "abc"},
+		{name: "cookie behind 3,000 others and a header", sources: []string{"header:Authorization", "cookie:session"}, setup: func(r *http.Request) {
+			r.Header.Set("Authorization", "Bearer abc")
+			r.Header.Set("Cookie", strings.Repeat("c=1; ", 3001)+"session=abc")
+		}, status: 400, reason: "more than one place"},
+		{name: "basic header beside a query token", sources: []string{"header:Authorization", "query:access_token"}, setup: func(r *http.Request) {
+			r.Header.Set("Authorization", "Basic YTpi")
+			r.URL.RawQuery = "access_token=abc"
 		}, token: "abc"},
 		{name: "fallback to second source", sources: []string{"header:Authorization", "query:access_token"}, setup: func(r *http.Request) {
 			r.URL.RawQuery = "access_token=abc"
@@ -49,7 +69,7 @@ func TestExtractCredential(t *testing.T) {
 		{name: "two sources at once", sources: []string{"header:Authorization", "query:access_token"}, setup: func(r *http.Request) {
 			r.Header.Set("Authorization", "Bearer abc")
 			r.URL.RawQuery = "access_token=abc"
-		}, status: 401, reason: "more than one place"},
+		}, status: 400, reason: "more than one place"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,24 +104,25 @@ func TestHostileCredentials(t *testing.T) {
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
 	h, b := newTestMiddleware(t, testConfig(ts.url()))
 	tests := []struct {
-		name   string
-		header []string
-		status int
+		name      string
+		header    []string
+		status    int
+		challenge string
 	}{
-		{"two Authorization headers", []string{"Bearer a", "Bearer b"}, 401},
-		{"space inside the token", []string{"Bearer abc def"}, 401},
-		{"two spaces after the scheme", []string{"Bearer  abc"}, 401},
-		{"tab", []string{"Bearer abc\tdef"}, 401},
-		{"control character", []string{"Bearer abc\x01def"}, 401},
-		{"NUL", []string{"Bearer abc\x00"}, 401},
-		{"non-UTF-8 bytes", []string{"Bearer \xff\xfe\xfd"}, 401},
-		{"UTF-8 letters", []string{"Bearer café"}, 401},
-		{"quote", []string{`Bearer abc"def`}, 401},
-		{"64 KiB token", []string{"Bearer " + strings.Repeat("A", 64*1024)}, 401},
-		{"scheme without token", []string{"Bearer"}, 401},
-		{"Basic", []string{"Basic YTpi"}, 401},
-		{"Negotiate", []string{"Negotiate abc"}, 401},
-		{"empty header", []string{""}, 401},
+		{"two Authorization headers", []string{"Bearer a", "Bearer b"}, 400, `Bearer error="invalid_request"`},
+		{"space inside the token", []string{"Bearer abc def"}, 400, `Bearer error="invalid_request"`},
+		{"two spaces after the scheme", []string{"Bearer  abc"}, 400, `Bearer error="invalid_request"`},
+		{"tab", []string{"Bearer abc\tdef"}, 400, `Bearer error="invalid_request"`},
+		{"control character", []string{"Bearer abc\x01def"}, 400, `Bearer error="invalid_request"`},
+		{"NUL", []string{"Bearer abc\x00"}, 400, `Bearer error="invalid_request"`},
+		{"non-UTF-8 bytes", []string{"Bearer \xff\xfe\xfd"}, 400, `Bearer error="invalid_request"`},
+		{"UTF-8 letters", []string{"Bearer café"}, 400, `Bearer error="invalid_request"`},
+		{"quote", []string{`Bearer abc"def`}, 400, `Bearer error="invalid_request"`},
+		{"64 KiB token", []string{"Bearer " + strings.Repeat("A", 64*1024)}, 400, `Bearer error="invalid_request"`},
+		{"scheme without token", []string{"Bearer"}, 400, `Bearer error="invalid_request"`},
+		{"Basic", []string{"Basic YTpi"}, 401, "Bearer"},
+		{"Negotiate", []string{"Negotiate abc"}, 401, "Bearer"},
+		{"empty header", []string{""}, 401, "Bearer"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,8 +133,8 @@ func TestHostileCredentials(t *testing.T) {
 			if rec.Code != tc.status {
 				t.Errorf("status %d, want %d", rec.Code, tc.status)
 			}
-			if got := rec.Header().Get("WWW-Authenticate"); got != `Bearer error="invalid_request"` {
-				t.Errorf("WWW-Authenticate = %q", got)
+			if got := rec.Header().Get("WWW-Authenticate"); got != tc.challenge {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, tc.challenge)
 			}
 		})
 	}
@@ -139,6 +160,11 @@ func TestStripCredential(t *testing.T) {
 			wantURL: "http://gateway.test/api?b=2&a=x%20y"},
 		{name: "query only", source: "query:access_token", target: "/api?access_token=" + userToken,
 			wantURL: "http://gateway.test/api"},
+		{name: "query after a semicolon", source: "query:access_token", target: "/api?z=0;access_token=" + userToken + ";a=1",
+			wantURL: "http://gateway.test/api?z=0&a=1"},
+		{name: "cookie behind 3,000 others", source: "cookie:session", setup: func(r *http.Request) {
+			r.Header.Set("Cookie", strings.Repeat("c=1; ", 3000)+"session="+userToken)
+		}, wantURL: "http://gateway.test/api", wantCookie: strings.TrimSuffix(strings.Repeat("c=1; ", 3000), "; ")},
 		{name: "cookie", source: "cookie:session", setup: func(r *http.Request) {
 			r.Header.Set("Cookie", "theme=dark; session="+userToken+"; lang=en")
 		}, wantURL: "http://gateway.test/api", wantCookie: "theme=dark; lang=en"},

@@ -188,127 +188,98 @@ func TestNegativeCacheExpires(t *testing.T) {
 	}
 }
 
-// A server that quotes the refused token in its description does not get it into the log (the
-// check is captureLogs's).
+// A server that quotes the refused token, whole, cut short or in part, in its description or its
+// error code does not get any 16-character run of it into the log (captureLogs checks the whole
+// token).
 func TestQuotedTokenIsRedacted(t *testing.T) {
-	logs := captureLogs(t)
+	tests := []struct {
+		name, body, want string
+	}{
+		{"whole", `{"error":"invalid_grant","error_description":"token ` + userToken + ` is revoked"}`,
+			`error_description="token [subject token] is revoked"`},
+		{"cut short", `{"error":"invalid_grant","error_description":"token ` + userToken[:20] + `... is revoked"}`,
+			`error_description="token [subject token]... is revoked"`},
+		{"middle part", `{"error":"invalid_grant","error_description":"bad token ` + userToken[5:25] + `"}`,
+			`error_description="bad token [subject token]"`},
+		{"in the error field", `{"error":"` + userToken[2:] + `"}`, `error="[subject token]"`},
+		{"a short piece stays", `{"error":"invalid_grant","error_description":"token ` + userToken[:10] + `"}`,
+			`error_description="token ` + userToken[:10] + `"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := captureLogs(t)
+			ts := newTokenServer(t, reply(400, tc.body))
+			h, _ := newTestMiddleware(t, testConfig(ts.url()))
+			call(h, "Bearer "+userToken)
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("log line lacks %s:\n%s", tc.want, logs.String())
+			}
+			for i := 0; i+redactedRun <= len(userToken); i++ {
+				if strings.Contains(logs.String(), userToken[i:i+redactedRun]) {
+					t.Fatalf("a %d-character run of the token reached the log:\n%s", redactedRun, logs.String())
+				}
+			}
+		})
+	}
+}
+
+// Rejections have a bound of their own: a flood of refused tokens does not evict live users.
+func TestRejectionFloodKeepsLiveUsers(t *testing.T) {
+	captureLogs(t)
 	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-		answer(w, 400, `{"error":"invalid_grant","error_description":"token `+userToken+` is revoked"}`)
+		if strings.HasPrefix(r.PostForm.Get("subject_token"), "junk-") {
+			answer(w, 400, `{"error":"invalid_grant"}`)
+			return
+		}
+		issuePerSubject(3600)(w, r)
 	})
-	h, _ := newTestMiddleware(t, testConfig(ts.url()))
-	wantStatus(t, call(h, "Bearer "+userToken), 401)
-	if !strings.Contains(logs.String(), `error_description="token [subject token] is revoked"`) {
-		t.Errorf("log line: %s", logs.String())
-	}
-}
-
-// Traefik calls New per router and on every reload: identical configurations share one cache,
-// different ones never do.
-func TestCacheSharedAcrossNew(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issuePerSubject(3600))
-	first, _ := newTestMiddleware(t, testConfig(ts.url()))
-	second, b := newTestMiddleware(t, testConfig(ts.url()))
-
-	call(first, "Bearer "+userToken)
-	call(second, "Bearer "+userToken)
-	if ts.count() != 1 {
-		t.Errorf("calls = %d, want 1: identical configurations share the cache", ts.count())
-	}
-	if b.header.Get("Authorization") != "Bearer x-"+userToken {
-		t.Errorf("second instance forwarded %q", b.header.Get("Authorization"))
-	}
-
-	variants := []func(c *Config){
-		func(c *Config) { c.Audience = []string{"other"} },
-		func(c *Config) { c.Scopes = []string{"admin"} },
-		func(c *Config) { c.ClientID = "other-client" },
-		func(c *Config) { c.ClientSecret = "other-secret" },
-		func(c *Config) { c.RequestedTokenType = "urn:ietf:params:oauth:token-type:jwt" },
-		func(c *Config) { c.ExtraParams = map[string]string{"tenant": "x"} },
-	}
-	for i, modify := range variants {
-		c := testConfig(ts.url())
-		modify(c)
-		h, _ := newTestMiddleware(t, c)
-		call(h, "Bearer "+userToken)
-		if ts.count() != 2+i {
-			t.Errorf("variant %d: calls = %d, want %d: a different configuration must not share entries", i, ts.count(), 2+i)
-		}
-	}
-}
-
-// A reload cancels the old context before the new middlewares are created: the exchanger (and
-// its cache) must survive that gap, and an exchanger no one takes up again is dropped later.
-func TestExchangerSurvivesReload(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	ctx, cancel := context.WithCancel(context.Background())
-	old, err := New(ctx, &backend{}, testConfig(ts.url()), "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	call(old, "Bearer "+userToken)
-	x := old.(*Middleware).x
-
-	cancel()
-	waitFor(t, func() bool { return refs(x) == 0 })
-	reloaded, _ := newTestMiddleware(t, testConfig(ts.url()))
-	call(reloaded, "Bearer "+userToken)
-
-	if reloaded.(*Middleware).x != x || ts.count() != 1 {
-		t.Errorf("after reload: same exchanger %v, calls %d; want true and 1", reloaded.(*Middleware).x == x, ts.count())
-	}
-}
-
-func TestIdleExchangersAreDropped(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := New(ctx, &backend{}, testConfig(ts.url()), "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := h.(*Middleware).x
-	cancel()
-	waitFor(t, func() bool { return refs(x) == 0 })
-
-	registryMu.Lock()
-	x.idleSince = time.Now().Add(-idleGrace - time.Second)
-	registryMu.Unlock()
 	c := testConfig(ts.url())
-	c.Audience = []string{"unrelated"}
-	newTestMiddleware(t, c) // any New sweeps
-
-	registryMu.Lock()
-	_, kept := registry[x.fingerprint]
-	registryMu.Unlock()
-	if kept {
-		t.Error("an exchanger idle for longer than idleGrace is still registered")
+	c.CacheMaxEntries = 100
+	h, _ := newTestMiddleware(t, c)
+	var users []string
+	for i := 0; i < 50; i++ {
+		users = append(users, opaqueToken(1000+i))
+		wantStatus(t, call(h, "Bearer "+users[i]), http.StatusNoContent)
+	}
+	for i := 0; i < 400; i++ {
+		wantStatus(t, call(h, "Bearer junk-"+itoa(i)), http.StatusUnauthorized)
+	}
+	before := ts.count()
+	for _, u := range users {
+		wantStatus(t, call(h, "Bearer "+u), http.StatusNoContent)
+	}
+	if again := ts.count() - before; again != 0 {
+		t.Errorf("%d of 50 live users were exchanged again after 400 rejected tokens", again)
 	}
 }
 
-func TestIdleExchangersBounded(t *testing.T) {
-	captureLogs(t)
+// A panic inside an exchange (a bug) answers 502 and releases the flight and the admission slot:
+// the same token gets an answer again, not a request that hangs.
+func TestPanicInExchange(t *testing.T) {
+	logs := captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	var released []*exchanger
-	for i := 0; i < maxIdle+5; i++ {
-		ctx, cancel := context.WithCancel(context.Background())
-		c := testConfig(ts.url())
-		c.Audience = []string{"reload-" + itoa(i)}
-		h, err := New(ctx, &backend{}, c, "r")
-		if err != nil {
-			t.Fatal(err)
+	c := testConfig(ts.url())
+	c.Audience = []string{"panics"}
+	c.MaxConcurrentExchanges = 1
+	h, b := newTestMiddleware(t, c)
+	x := h.(*Middleware).x
+	x.endpoint.http = nil // every exchange now panics
+
+	for i := 0; i < 2; i++ {
+		done := make(chan *httptest.ResponseRecorder, 1)
+		go func() { done <- call(h, "Bearer "+userToken) }()
+		select {
+		case rec := <-done:
+			wantStatus(t, rec, http.StatusBadGateway)
+			checkErrorBody(t, rec, "token_exchange_failed")
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d hangs after a panic", i+1)
 		}
-		released = append(released, h.(*Middleware).x)
-		cancel()
 	}
-	// Every release must have happened before the sweep: AfterFunc runs each in a goroutine.
-	for _, x := range released {
-		waitFor(t, func() bool { return refs(x) == 0 })
+	if x.active.Load() != 0 || b.count() != 0 {
+		t.Errorf("exchanges still admitted = %d, backend calls = %d; want 0 and 0", x.active.Load(), b.count())
 	}
-	newTestMiddleware(t, testConfig(ts.url()))
-	if n := idleCount(); n > maxIdle {
-		t.Errorf("idle exchangers = %d, want at most %d", n, maxIdle)
+	if !strings.Contains(logs.String(), `reason="internal error"`) {
+		t.Errorf("no log line for the panic:\n%s", logs.String())
 	}
 }

@@ -40,7 +40,8 @@ var (
 		body:      jsonError("invalid_token", "The token has expired."),
 		reason:    "the subject token's exp has passed; not exchanged",
 	}
-	failBusy = &failure{
+	failInternal = failExchange("internal error in the exchange")
+	failBusy     = &failure{
 		status:     http.StatusServiceUnavailable,
 		retryAfter: "1",
 		body:       jsonError("token_exchange_busy", "Too many token exchanges are in progress; retry shortly."),
@@ -48,10 +49,11 @@ var (
 	}
 )
 
-// failMalformed is the answer to a credential that is present but unusable.
+// failMalformed is the answer to a Bearer credential that is present but unusable: RFC 6750
+// section 3.1 makes that invalid_request, 400.
 func failMalformed(reason string) *failure {
 	return &failure{
-		status:    http.StatusUnauthorized,
+		status:    http.StatusBadRequest,
 		challenge: `Bearer error="invalid_request"`,
 		body:      jsonError("invalid_request", "The bearer credential is malformed."),
 		reason:    reason,

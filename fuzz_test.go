@@ -28,7 +28,7 @@ func FuzzExtractCredential(f *testing.F) {
 		req.Header["Cookie"] = []string{cookie}
 		c, fail := extractCredential(req, sources)
 		if fail != nil {
-			if fail.status != http.StatusUnauthorized {
+			if fail.status != http.StatusUnauthorized && fail.status != http.StatusBadRequest {
 				t.Fatalf("status %d", fail.status)
 			}
 			return
@@ -52,7 +52,7 @@ func FuzzParseTokenResponse(f *testing.F) {
 	f.Add(200, []byte(`{"access_token":"a\r\nb","expires_in":"1e400"}`))
 	f.Add(503, []byte(`<html>`))
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
-		res, fail := parseTokenResponse(status, body, time.Now())
+		res, fail := parseTokenResponse(status, body, flowRFC8693, "")
 		if fail != nil {
 			if fail.status != 401 && fail.status != 502 {
 				t.Fatalf("status %d", fail.status)

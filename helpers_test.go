@@ -138,10 +138,18 @@ func reply(status int, body string) func(w http.ResponseWriter, r *http.Request)
 	return func(w http.ResponseWriter, r *http.Request) { answer(w, status, body) }
 }
 
-// issue answers every request with the same token and lifetime.
+// bearerAccessToken starts the JSON of an RFC 8693 answer that issues an access token.
+const bearerAccessToken = `{"issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer",`
+
+// issue answers every request with the same token and lifetime, of the type requested (an access
+// token by default), as an RFC 8693 server does.
 func issue(token string, expiresIn int) func(w http.ResponseWriter, r *http.Request) {
 	return func(w http.ResponseWriter, r *http.Request) {
-		answer(w, 200, `{"access_token":"`+token+`","token_type":"Bearer","expires_in":`+itoa(expiresIn)+`}`)
+		issued := r.PostForm.Get("requested_token_type")
+		if issued == "" {
+			issued = tokenTypeAccessToken
+		}
+		answer(w, 200, `{"access_token":"`+token+`","issued_token_type":"`+issued+`","token_type":"Bearer","expires_in":`+itoa(expiresIn)+`}`)
 	}
 }
 
@@ -149,7 +157,7 @@ func issue(token string, expiresIn int) func(w http.ResponseWriter, r *http.Requ
 func issuePerSubject(expiresIn int) func(w http.ResponseWriter, r *http.Request) {
 	return func(w http.ResponseWriter, r *http.Request) {
 		subject := r.PostForm.Get("subject_token") + r.PostForm.Get("assertion")
-		answer(w, 200, `{"access_token":"x-`+subject+`","token_type":"Bearer","expires_in":`+itoa(expiresIn)+`}`)
+		issue("x-"+subject, expiresIn)(w, r)
 	}
 }
 
@@ -303,11 +311,11 @@ func idleCount() int {
 // function in a goroutine of its own).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 1000; i++ {
 		if cond() {
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("condition not reached within 1s")
 }

@@ -88,6 +88,42 @@ func logValue(v string) string {
 	return v
 }
 
+// redactedRun is the shortest run of a token's characters that redact hides: a server may quote
+// the token whole, cut short or encoded in part, and a run this long is worth hiding wherever it
+// appears.
+const redactedRun = 16
+
+// redact replaces in s the token, and every run of redactedRun or more of its characters, with
+// "[subject token]". s is first cut to 1 KiB: a logged value is cut to maxLogValue anyway.
+func redact(s, token string) string {
+	if len(s) > 1024 {
+		s = s[:1024]
+	}
+	if token == "" {
+		return s
+	}
+	if len(token) < redactedRun {
+		return strings.ReplaceAll(s, token, "[subject token]")
+	}
+	var b strings.Builder
+	last := 0
+	for i := 0; i+redactedRun <= len(s); {
+		if !strings.Contains(token, s[i:i+redactedRun]) {
+			i++
+			continue
+		}
+		end := i + redactedRun
+		for end < len(s) && strings.Contains(token, s[i:end+1]) {
+			end++
+		}
+		b.WriteString(s[last:i])
+		b.WriteString("[subject token]")
+		last, i = end, end
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
 // tokenHash identifies a token in a log line without revealing it: the first 12 hex digits of
 // its SHA-256.
 func tokenHash(token string) string {

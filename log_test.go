@@ -98,3 +98,19 @@ func TestLogValueQuoting(t *testing.T) {
 		})
 	}
 }
+
+// The debug line at New names the cache by a random id, never by the fingerprint, which hashes the
+// client secret.
+func TestConfiguredLineNamesCacheByRandomID(t *testing.T) {
+	logs := captureLogs(t)
+	c := testConfig("https://idp.example.com/oauth2/token")
+	c.LogLevel = "debug"
+	h, _ := newTestMiddleware(t, c)
+	x := h.(*Middleware).x
+	if !strings.Contains(logs.String(), "cache="+x.id) || len(x.id) != 12 {
+		t.Errorf("the line does not name the cache by its id %q:\n%s", x.id, logs.String())
+	}
+	if strings.Contains(logs.String(), x.fingerprint[:8]) {
+		t.Errorf("the fingerprint reached the log:\n%s", logs.String())
+	}
+}

@@ -101,7 +101,7 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 	if len(s.sources) == 1 && s.sources[0].kind == sourceHeader && s.sources[0].name == m.upstreamHeader {
 		m.fastHeader = m.upstreamHeader
 	}
-	m.log.log(levelDebug, "configured", "flow", s.flow, "host", s.endpoint.Host, "cache", x.fingerprint[:12])
+	m.log.log(levelDebug, "configured", "flow", s.flow, "host", s.endpoint.Host, "cache", x.id)
 	return m, nil
 }
 
@@ -118,7 +118,7 @@ func (m *Middleware) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		s.mu.RLock()
 		e := s.m[key]
 		s.mu.RUnlock()
-		if e != nil && e.rejection == nil && e.expires > time.Since(epoch) {
+		if e != nil && e.expires > time.Since(epoch) {
 			req.Header[m.fastHeader] = []string{e.header}
 			m.next.ServeHTTP(rw, req)
 			return
@@ -141,6 +141,10 @@ func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 		m.forward(rw, req, c, e)
 		return
 	}
+	if f := m.x.rejected(key); f != nil {
+		m.reject(rw, f)
+		return
+	}
 	subjectExp, f := checkSubjectToken(c.token, time.Now())
 	if f != nil {
 		m.log.log(levelDebug, "request refused", "reason", f.reason, "subject", tokenHash(c.token))
@@ -155,12 +159,8 @@ func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 	m.forward(rw, req, c, e)
 }
 
-// forward answers a cached rejection, or replaces the credential and calls the next handler.
+// forward replaces the credential with the exchanged token and calls the next handler.
 func (m *Middleware) forward(rw http.ResponseWriter, req *http.Request, c credential, e *entry) {
-	if e.rejection != nil {
-		m.reject(rw, e.rejection)
-		return
-	}
 	c.strip(req)
 	req.Header.Set(m.upstreamHeader, e.header)
 	m.next.ServeHTTP(rw, req)

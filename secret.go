@@ -2,31 +2,34 @@ package oboexchange
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
-	"time"
 )
 
+// maxSecretFile bounds what is read of clientSecretFile.
+const maxSecretFile = 64 * 1024
+
 // secretSource holds the client secret: given inline, or read from clientSecretFile. A file is read
-// when the middleware is created and read again when its size or modification time changes, so a
-// rotated secret (a Kubernetes Secret volume, a Vault agent file) is picked up without a reload.
-// Traefik logs its dynamic configuration at debug level; a file keeps the secret out of that log.
+// when the middleware is created and again before every exchange, so a rotated secret (a Kubernetes
+// Secret volume, a Vault agent file) is picked up without a reload, even when it is rewritten with
+// the same size and modification time (cp -p, rsync -a). A read costs far less than the exchange
+// it precedes. Traefik logs its dynamic configuration at debug level; a file keeps the secret out
+// of that log.
 type secretSource struct {
 	path string
 
-	mu      sync.Mutex
-	value   string
-	size    int64
-	modTime time.Time
+	mu    sync.Mutex
+	value string
 }
 
 func newSecretSource(inline, path string) *secretSource {
 	return &secretSource{path: path, value: inline}
 }
 
-// get returns the current secret. When the file changed but cannot be read, the last good secret
-// (New made sure there is one) is kept, and the error returned for the caller to log.
+// get returns the current secret. When the file cannot be read, the last good secret (New made
+// sure there is one) is kept, and the error returned for the caller to log.
 func (s *secretSource) get() (string, error) {
 	if s.path == "" {
 		return s.value, nil
@@ -44,25 +47,17 @@ func (s *secretSource) load() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.refresh(); err != nil {
-		return err
-	}
-	if s.value == "" {
-		return fmt.Errorf("clientSecretFile: %s is empty", s.path)
-	}
-	return nil
+	return s.refresh()
 }
 
 // refresh runs with s.mu held.
 func (s *secretSource) refresh() error {
-	info, err := os.Stat(s.path)
+	f, err := os.Open(s.path)
 	if err != nil {
 		return fmt.Errorf("clientSecretFile: %w", err)
 	}
-	if info.Size() == s.size && info.ModTime().Equal(s.modTime) && s.value != "" {
-		return nil
-	}
-	data, err := os.ReadFile(s.path)
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretFile))
 	if err != nil {
 		return fmt.Errorf("clientSecretFile: %w", err)
 	}
@@ -71,7 +66,5 @@ func (s *secretSource) refresh() error {
 		return fmt.Errorf("clientSecretFile: %s is empty", s.path)
 	}
 	s.value = secret
-	s.size = info.Size()
-	s.modTime = info.ModTime()
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // clientSecretFile is read at start and again when the file changes.
@@ -47,5 +48,36 @@ func TestClientSecretFileRotation(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `level=warn`) || !strings.Contains(logs.String(), "client secret file could not be read again") {
 		t.Errorf("no warning in the log: %s", logs.String())
+	}
+}
+
+// A secret file rewritten with the same size and modification time (cp -p, rsync -a) is read
+// again all the same.
+func TestClientSecretFileSameSizeAndTime(t *testing.T) {
+	captureLogs(t)
+	path := filepath.Join(t.TempDir(), "secret")
+	stamp := time.Now().Add(-time.Hour).Truncate(time.Second)
+	write := func(secret string) {
+		remember(secret)
+		if err := os.WriteFile(path, []byte(secret), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, stamp, stamp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("secret-one-aaaa")
+	ts := newTokenServer(t, issuePerSubject(3600))
+	c := testConfig(ts.url())
+	c.ClientSecret = ""
+	c.ClientSecretFile = path
+	c.ClientAuthMethod = "client_secret_post"
+	h, _ := newTestMiddleware(t, c)
+	wantStatus(t, call(h, "Bearer "+opaqueToken(11)), http.StatusNoContent)
+
+	write("secret-two-bbbb")
+	wantStatus(t, call(h, "Bearer "+opaqueToken(12)), http.StatusNoContent)
+	if got := ts.last(t).form.Get("client_secret"); got != "secret-two-bbbb" {
+		t.Errorf("client_secret = %q after a rewrite with the same size and time", got)
 	}
 }

@@ -37,24 +37,27 @@ type endpointClient struct {
 	flow       string
 	clientID   string
 	authMethod string
-	secret     *secretSource
-	form       string // every parameter but the subject token and the client secret, encoded
-	timeout    time.Duration
-	http       *http.Client
+	// requestedTokenType is what the answer must carry (empty: an access token), see checkTokenType.
+	requestedTokenType string
+	secret             *secretSource
+	form               string // every parameter but the subject token and the client secret, encoded
+	timeout            time.Duration
+	http               *http.Client
 }
 
 func newEndpointClient(s *settings) *endpointClient {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 32
 	return &endpointClient{
-		url:        s.endpoint.String(),
-		flow:       s.flow,
-		clientID:   s.clientID,
-		authMethod: s.authMethod,
-		secret:     newSecretSource(s.clientSecret, s.clientSecretFile),
-		form:       staticForm(s),
-		timeout:    s.timeout,
-		http:       &http.Client{Transport: transport, CheckRedirect: noRedirect},
+		url:                s.endpoint.String(),
+		flow:               s.flow,
+		clientID:           s.clientID,
+		authMethod:         s.authMethod,
+		requestedTokenType: s.requestedTokenType,
+		secret:             newSecretSource(s.clientSecret, s.clientSecretFile),
+		form:               staticForm(s),
+		timeout:            s.timeout,
+		http:               &http.Client{Transport: transport, CheckRedirect: noRedirect},
 	}
 }
 
@@ -112,8 +115,23 @@ func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *fa
 		return res, f
 	}
 	time.Sleep(pause)
+	first := f
 	res, f, _ = c.attempt(ctx, subjectToken, secret)
-	return res, f
+	return res, retried(f, first)
+}
+
+// retried adds the first attempt's failure to the second's, so that the log line tells both (a 5xx
+// and then a timeout, say) rather than the last alone.
+func retried(second, first *failure) *failure {
+	if second == nil {
+		return nil
+	}
+	f := *second
+	f.reason = second.reason + "; the first attempt failed too: " + first.reason
+	if f.oauthError == "" {
+		f.oauthError, f.oauthDescription = first.oauthError, first.oauthDescription
+	}
+	return &f
 }
 
 // attempt sends one request; retry says whether another one may succeed.
@@ -140,7 +158,7 @@ func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret strin
 	if len(body) > maxResponseBody {
 		return tokenResult{}, failExchange("the answer is larger than 1 MiB"), false
 	}
-	res, f := parseTokenResponse(resp.StatusCode, body, time.Now())
+	res, f := parseTokenResponse(resp.StatusCode, body, c.flow, c.requestedTokenType)
 	return res, f, f != nil && resp.StatusCode >= 500
 }
 
@@ -175,6 +193,7 @@ func (c *endpointClient) newRequest(ctx context.Context, subjectToken, secret st
 type tokenResponse struct {
 	AccessToken      string      `json:"access_token"`
 	TokenType        string      `json:"token_type"`
+	IssuedTokenType  string      `json:"issued_token_type"`
 	ExpiresIn        json.Number `json:"expires_in"` // a number, or a numeric string as some servers send
 	Error            string      `json:"error"`
 	ErrorDescription string      `json:"error_description"`
@@ -182,8 +201,9 @@ type tokenResponse struct {
 	Suberror         string      `json:"suberror"`
 }
 
-// parseTokenResponse turns an answer into a result or into the failure the client will see.
-func parseTokenResponse(status int, body []byte, now time.Time) (tokenResult, *failure) {
+// parseTokenResponse turns an answer into a result or into the failure the client will see. flow
+// and requested (requestedTokenType, empty for the default) say which token the answer may carry.
+func parseTokenResponse(status int, body []byte, flow, requested string) (tokenResult, *failure) {
 	var r tokenResponse
 	jsonErr := json.Unmarshal(body, &r)
 	if status < 200 || status > 299 {
@@ -198,10 +218,11 @@ func parseTokenResponse(status int, body []byte, now time.Time) (tokenResult, *f
 	if !isVisibleASCII(r.AccessToken) {
 		return tokenResult{}, failExchange("the access_token holds characters that cannot go into a header")
 	}
-	switch strings.ToLower(r.TokenType) {
-	case "", "bearer", "n_a":
-	default:
-		return tokenResult{}, failExchange("unsupported token_type " + strconv.Quote(r.TokenType) + "; only Bearer tokens can be forwarded")
+	if len(r.AccessToken) > maxTokenLength {
+		return tokenResult{}, failExchange("the access_token is longer than 16 KiB")
+	}
+	if f := checkTokenType(r, flow, requested); f != nil {
+		return tokenResult{}, f
 	}
 	expiresIn, ok := parseExpiresIn(r.ExpiresIn)
 	if !ok {
@@ -214,7 +235,41 @@ func parseTokenResponse(status int, body []byte, now time.Time) (tokenResult, *f
 	return res, nil
 }
 
-// oauthFailure maps an error answer: invalid_grant means the user's token is not good (401);
+// checkTokenType makes sure the token is one the backend may get as a bearer token. Entra answers
+// with token_type Bearer. RFC 8693 servers must say what they issued (issued_token_type, section
+// 2.2.1): it must be the type requested, or a JWT for an access-token request when the server
+// also says token_type Bearer; token_type N_A (not an access token) passes only when another type
+// was requested explicitly. A refresh token or an id_token is never forwarded by mistake.
+func checkTokenType(r tokenResponse, flow, requested string) *failure {
+	tokenType := strings.ToLower(r.TokenType)
+	if tokenType != "" && tokenType != "bearer" && tokenType != "n_a" {
+		return failExchange("unsupported token_type " + strconv.Quote(r.TokenType) + "; only Bearer tokens can be forwarded")
+	}
+	if flow == flowEntra {
+		if tokenType == "n_a" {
+			return failExchange("token_type N_A: the answer does not hold an access token")
+		}
+		return nil
+	}
+	if r.IssuedTokenType == "" {
+		return failExchange("the answer has no issued_token_type (RFC 8693 section 2.2.1)")
+	}
+	explicit := requested != ""
+	if !explicit {
+		requested = tokenTypeAccessToken
+	}
+	jwtForAccess := requested == tokenTypeAccessToken && r.IssuedTokenType == tokenTypeJWT && tokenType == "bearer"
+	if r.IssuedTokenType != requested && !jwtForAccess {
+		return failExchange("issued_token_type " + strconv.Quote(r.IssuedTokenType) + " is not the requested " + requested)
+	}
+	if tokenType == "n_a" && (!explicit || requested == tokenTypeAccessToken) {
+		return failExchange("token_type N_A: the server says it did not issue an access token")
+	}
+	return nil
+}
+
+// oauthFailure maps an error answer: invalid_grant (or access_denied) means the user's token is not
+// good (401);
 // a claims challenge or a consent request (interaction_required, consent_required, or Entra's
 // invalid_grant with claims or with suberror consent_required) goes back to the client so it can
 // step up (401);
@@ -230,7 +285,8 @@ func oauthFailure(status int, r tokenResponse, isJSON bool) *failure {
 		f := failClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
 		f.cacheable = true
 		return f
-	case r.Error == "invalid_grant":
+	case r.Error == "invalid_grant" || r.Error == "access_denied":
+		// Dex answers access_denied to a subject token it cannot verify.
 		f := failRejected(r.Error, r.ErrorDescription)
 		f.cacheable = true
 		return f

@@ -124,6 +124,7 @@ func TestClientAuthMethods(t *testing.T) {
 func TestParseTokenResponse(t *testing.T) {
 	tests := []struct {
 		name      string
+		flow      string // rfc8693 unless set
 		status    int
 		body      string
 		header    string
@@ -132,22 +133,24 @@ func TestParseTokenResponse(t *testing.T) {
 		cacheable bool
 		oauthErr  string
 	}{
-		{name: "rfc8693", status: 200, body: `{"access_token":"at","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":60}`, header: "Bearer at", expiresIn: time.Minute},
-		{name: "entra", status: 200, body: `{"token_type":"Bearer","scope":"https://graph.microsoft.com/user.read","expires_in":3269,"ext_expires_in":0,"access_token":"eyJ0","refresh_token":"OAQ"}`, header: "Bearer eyJ0", expiresIn: 3269 * time.Second},
-		{name: "expires_in as string", status: 200, body: `{"access_token":"at","expires_in":"3599"}`, header: "Bearer at", expiresIn: 3599 * time.Second},
-		{name: "fractional expires_in", status: 200, body: `{"access_token":"at","expires_in":1.5}`, header: "Bearer at", expiresIn: 1500 * time.Millisecond},
-		{name: "zero expires_in", status: 200, body: `{"access_token":"at","expires_in":0}`, header: "Bearer at"},
-		{name: "huge expires_in capped", status: 200, body: `{"access_token":"at","expires_in":1e300}`, header: "Bearer at", expiresIn: maxExpiresIn * time.Second},
-		{name: "created 201", status: 201, body: `{"access_token":"at"}`, header: "Bearer at"},
-		{name: "expires_in not a number", status: 200, body: `{"access_token":"at","expires_in":"soon"}`, fail: 502},
-		{name: "expires_in object", status: 200, body: `{"access_token":"at","expires_in":{}}`, fail: 502},
-		{name: "empty access_token", status: 200, body: `{"access_token":""}`, fail: 502},
-		{name: "access_token not a string", status: 200, body: `{"access_token":12}`, fail: 502},
-		{name: "space in access_token", status: 200, body: `{"access_token":"a b"}`, fail: 502},
-		{name: "non-ascii access_token", status: 200, body: `{"access_token":"caf\u00e9"}`, fail: 502},
-		{name: "truncated", status: 200, body: `{"access_token":"a`, fail: 502},
+		{name: "rfc8693", status: 200, body: bearerAccessToken + `"access_token":"at","expires_in":60}`, header: "Bearer at", expiresIn: time.Minute},
+		{name: "entra", flow: flowEntra, status: 200, body: `{"token_type":"Bearer","scope":"https://graph.microsoft.com/user.read","expires_in":3269,"ext_expires_in":0,"access_token":"eyJ0","refresh_token":"OAQ"}`, header: "Bearer eyJ0", expiresIn: 3269 * time.Second},
+		{name: "expires_in as string", status: 200, body: bearerAccessToken + `"access_token":"at","expires_in":"3599"}`, header: "Bearer at", expiresIn: 3599 * time.Second},
+		{name: "fractional expires_in", status: 200, body: bearerAccessToken + `"access_token":"at","expires_in":1.5}`, header: "Bearer at", expiresIn: 1500 * time.Millisecond},
+		{name: "zero expires_in", status: 200, body: bearerAccessToken + `"access_token":"at","expires_in":0}`, header: "Bearer at"},
+		{name: "huge expires_in capped", status: 200, body: bearerAccessToken + `"access_token":"at","expires_in":1e300}`, header: "Bearer at", expiresIn: maxExpiresIn * time.Second},
+		{name: "created 201", status: 201, body: bearerAccessToken + `"access_token":"at"}`, header: "Bearer at"},
+		{name: "expires_in not a number", status: 200, body: bearerAccessToken + `"access_token":"at","expires_in":"soon"}`, fail: 502},
+		{name: "expires_in object", status: 200, body: bearerAccessToken + `"access_token":"at","expires_in":{}}`, fail: 502},
+		{name: "empty access_token", status: 200, body: bearerAccessToken + `"access_token":""}`, fail: 502},
+		{name: "access_token not a string", status: 200, body: bearerAccessToken + `"access_token":12}`, fail: 502},
+		{name: "space in access_token", status: 200, body: bearerAccessToken + `"access_token":"a b"}`, fail: 502},
+		{name: "non-ascii access_token", status: 200, body: bearerAccessToken + `"access_token":"caf\u00e9"}`, fail: 502},
+		{name: "access_token over 16 KiB", status: 200, body: bearerAccessToken + `"access_token":"` + strings.Repeat("a", maxTokenLength+1) + `"}`, fail: 502},
+		{name: "truncated", status: 200, body: bearerAccessToken + `"access_token":"a`, fail: 502},
 		{name: "empty body", status: 200, body: ``, fail: 502},
 		{name: "invalid_grant", status: 400, body: `{"error":"invalid_grant","error_description":"expired"}`, fail: 401, cacheable: true, oauthErr: "invalid_grant"},
+		{name: "access_denied (Dex)", status: 401, body: `{"error":"access_denied","error_description":"failed to verify subject token"}`, fail: 401, cacheable: true, oauthErr: "access_denied"},
 		{name: "invalid_grant with claims", status: 400, body: `{"error":"invalid_grant","claims":"{}"}`, fail: 401, cacheable: true, oauthErr: "invalid_grant"},
 		{name: "entra consent (AADSTS65001)", status: 400, body: `{"error":"invalid_grant","error_description":"AADSTS65001: consent","error_codes":[65001],"suberror":"consent_required"}`, fail: 401, cacheable: true, oauthErr: "invalid_grant"},
 		{name: "interaction_required", status: 400, body: `{"error":"interaction_required","claims":"{}"}`, fail: 401, oauthErr: "interaction_required"},
@@ -159,7 +162,11 @@ func TestParseTokenResponse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			res, f := parseTokenResponse(tc.status, []byte(tc.body), testNow)
+			flow := tc.flow
+			if flow == "" {
+				flow = flowRFC8693
+			}
+			res, f := parseTokenResponse(tc.status, []byte(tc.body), flow, "")
 			if tc.fail == 0 {
 				if f != nil {
 					t.Fatalf("failure %q, want success", f.reason)
@@ -179,17 +186,54 @@ func TestParseTokenResponse(t *testing.T) {
 	}
 }
 
-func TestTokenTypeBecomesBearer(t *testing.T) {
-	for _, tokenType := range []string{`"Bearer"`, `"bearer"`, `"N_A"`, `null`} {
-		t.Run(tokenType, func(t *testing.T) {
-			captureLogs(t)
-			ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-				answer(w, 200, `{"access_token":"`+exchangedToken+`","token_type":`+tokenType+`,"expires_in":60}`)
-			})
-			h, b := newTestMiddleware(t, testConfig(ts.url()))
-			wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
-			if got := b.header.Get("Authorization"); got != "Bearer "+exchangedToken {
-				t.Errorf("backend Authorization = %q", got)
+// Only a token the backend may take as a bearer token is forwarded: what an RFC 8693 server says
+// it issued must be what was asked for (RFC 8693 section 2.2.1).
+func TestIssuedTokenType(t *testing.T) {
+	const (
+		accessToken  = `"urn:ietf:params:oauth:token-type:access_token"`
+		jwt          = `"urn:ietf:params:oauth:token-type:jwt"`
+		idToken      = `"urn:ietf:params:oauth:token-type:id_token"`
+		refreshToken = `"urn:ietf:params:oauth:token-type:refresh_token"`
+	)
+	tests := []struct {
+		name      string
+		flow      string
+		requested string // requestedTokenType
+		issued    string // issued_token_type, JSON; empty: absent
+		tokenType string // token_type, JSON
+		ok        bool
+	}{
+		{"access token", flowRFC8693, "", accessToken, `"Bearer"`, true},
+		{"lower-case bearer", flowRFC8693, "", accessToken, `"bearer"`, true},
+		{"no token_type", flowRFC8693, "", accessToken, `null`, true},
+		{"JWT for an access-token request, Bearer", flowRFC8693, "", jwt, `"Bearer"`, true},
+		{"JWT for an access-token request, N_A", flowRFC8693, "", jwt, `"N_A"`, false},
+		{"access token with N_A", flowRFC8693, "", accessToken, `"N_A"`, false},
+		{"refresh token", flowRFC8693, "", refreshToken, `"N_A"`, false},
+		{"id_token", flowRFC8693, "", idToken, `"N_A"`, false},
+		{"id_token said Bearer", flowRFC8693, "", idToken, `"Bearer"`, false},
+		{"no issued_token_type", flowRFC8693, "", "", `"Bearer"`, false},
+		{"JWT requested and issued", flowRFC8693, tokenTypeJWT, jwt, `"Bearer"`, true},
+		{"JWT requested and issued, N_A", flowRFC8693, tokenTypeJWT, jwt, `"N_A"`, true},
+		{"JWT requested, access token issued", flowRFC8693, tokenTypeJWT, accessToken, `"Bearer"`, false},
+		{"id_token requested and issued", flowRFC8693, "urn:ietf:params:oauth:token-type:id_token", idToken, `"N_A"`, true},
+		{"access token requested explicitly, N_A", flowRFC8693, tokenTypeAccessToken, accessToken, `"N_A"`, false},
+		{"DPoP", flowRFC8693, "", accessToken, `"DPoP"`, false},
+		{"entra", flowEntra, "", "", `"Bearer"`, true},
+		{"entra N_A", flowEntra, "", "", `"N_A"`, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"access_token":"at","token_type":` + tc.tokenType
+			if tc.issued != "" {
+				body += `,"issued_token_type":` + tc.issued
+			}
+			_, f := parseTokenResponse(200, []byte(body+"}"), tc.flow, tc.requested)
+			if tc.ok && f != nil {
+				t.Errorf("refused: %s", f.reason)
+			}
+			if !tc.ok && (f == nil || f.status != http.StatusBadGateway) {
+				t.Errorf("failure %v, want a 502", f)
 			}
 		})
 	}
@@ -373,5 +417,27 @@ func TestVisibleASCII(t *testing.T) {
 	}
 	if isVisibleASCII("") != true {
 		t.Error("empty string")
+	}
+}
+
+// A 5xx whose retry then times out is a 504, and the log line tells both failures.
+func TestRetryThenTimeoutLogsBoth(t *testing.T) {
+	logs := captureLogs(t)
+	var n atomic.Int32
+	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			answer(w, 503, `{"error":"temporarily_unavailable","error_description":"maintenance"}`)
+			return
+		}
+		<-r.Context().Done()
+	})
+	c := testConfig(ts.url())
+	c.Timeout = "1s"
+	h, _ := newTestMiddleware(t, c)
+	wantStatus(t, call(h, "Bearer "+userToken), http.StatusGatewayTimeout)
+	for _, want := range []string{"status=504", "within the timeout", "the first attempt failed too", "(HTTP 503)", "error=temporarily_unavailable", "error_description=maintenance"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log line lacks %q:\n%s", want, logs.String())
+		}
 	}
 }

@@ -144,3 +144,52 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not reached in 30s")
 }
+
+// A reload releases every cache before Traefik re-creates the middlewares. With many
+// configurations (24 audiences, as a cluster with a route per API has) none may be dropped on the
+// way: 20 reloads, and no user goes back to the authorization server.
+func TestManyConfigurationsSurviveReloads(t *testing.T) {
+	const configs, reloads = 24, 20
+	writeDynamic(t, "fleet.yml", fleet(configs), fmt.Sprint("fleet-", configs-1), "enabled")
+	user := login(t)
+	sendAll := func() {
+		for i := 0; i < configs; i++ {
+			forwardedToken(t, send(t, fmt.Sprintf("fleet-%d.test", i), "/", "Bearer "+user), user)
+		}
+	}
+	sendAll()
+	exchanges := idp.Exchanges()
+	created := func() int { return strings.Count(traefik.Log(), "middleware=fleet-0-obo@file msg=configured") }
+
+	for r := 0; r < reloads; r++ {
+		before := created()
+		writeDynamic(t, "fleet-trigger.yml", route("fleettrigger", "fleet-trigger.test", map[string]string{
+			"tokenEndpoint": idp.TokenEndpoint, "clientId": "gateway", "clientSecret": "x", "audience": fmt.Sprint("trigger-", r),
+		}), "fleettrigger", "enabled")
+		waitFor(t, func() bool { return created() > before })
+		sendAll()
+	}
+	if got := idp.Exchanges() - exchanges; got != 0 {
+		t.Errorf("%d token exchanges over %d reloads of %d configurations, want 0: caches were dropped", got, reloads, configs)
+	}
+}
+
+// fleet is a dynamic configuration of n routers fleet-<i>.test, each with a middleware of its own
+// audience, logging at debug level so that the suite can count their creations.
+func fleet(n int) string {
+	var routers, middlewares strings.Builder
+	for i := 0; i < n; i++ {
+		name := fmt.Sprint("fleet-", i)
+		routers.WriteString("    " + name + ":\n      rule: Host(`" + name + ".test`)\n      entryPoints: [web]\n")
+		routers.WriteString("      middlewares: [" + name + "-obo]\n      service: fleet\n")
+		middlewares.WriteString("    " + name + "-obo:\n      plugin:\n        oboexchange:\n")
+		for k, v := range map[string]string{
+			"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
+			"audience": "api://fleet-" + fmt.Sprint(i), "logLevel": "debug",
+		} {
+			middlewares.WriteString("          " + k + ": \"" + v + "\"\n")
+		}
+	}
+	return "http:\n  routers:\n" + routers.String() + "  middlewares:\n" + middlewares.String() +
+		"  services:\n    fleet:\n      loadBalancer:\n        servers:\n          - url: " + echo.URL + "\n"
+}

@@ -103,7 +103,8 @@ func TestResponseStatuses(t *testing.T) {
 		challenge                       string
 	}{
 		{"no token", "api.example.com", "/orders", "", 401, "Bearer"},
-		{"other scheme", "api.example.com", "/orders", "Basic dXNlcjpwYXNz", 401, `Bearer error="invalid_request"`},
+		{"other scheme: no Bearer credential", "api.example.com", "/orders", "Basic dXNlcjpwYXNz", 401, "Bearer"},
+		{"malformed Bearer credential", "api.example.com", "/orders", "Bearer a,b", 400, `Bearer error="invalid_request"`},
 		{"token rejected by the server (invalid_grant)", "api.example.com", "/reports", "Bearer " + entraUser(t, "revoked-user"), 401, `Bearer error="invalid_token"`},
 		{"server unreachable", "unreachable.test", "/", "Bearer " + login(t), 502, ""},
 		{"server does not answer in time", "hanging.test", "/", "Bearer " + login(t), 504, ""},

@@ -90,3 +90,36 @@ func TestHungServerIsBounded(t *testing.T) {
 		t.Errorf("another route took %v while the authorization server hung", other)
 	}
 }
+
+// A query token hidden after a ";" (which Traefik's proxy turns into "&") is found like any other:
+// twice is a malformed request, once it is exchanged and removed. Cookies are read from the raw
+// header however many there are (req.Cookies() gives up past 3,000).
+func TestSmuggledCredentials(t *testing.T) {
+	writeDynamic(t, "smuggle.yml", route("smuggle", "smuggle.test", map[string]string{
+		"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
+		"audience": "api://smuggle", "tokenSources": "query:access_token,cookie:session",
+	}), "smuggle", "enabled")
+	user := login(t)
+	manyCookies := strings.Repeat("c=1; ", 3000)
+
+	calls, exchanges := echo.Calls(), idp.Exchanges()
+	for _, r := range []response{
+		send(t, "smuggle.test", "/?access_token="+user+"&z=0;access_token="+user, ""),
+		sendHeader(t, "smuggle.test", "/?access_token="+user, "Cookie", manyCookies+"session="+user),
+	} {
+		if r.status != http.StatusBadRequest || r.header.Get("WWW-Authenticate") != `Bearer error="invalid_request"` {
+			t.Errorf("status %d, WWW-Authenticate %q; want 400 invalid_request", r.status, r.header.Get("WWW-Authenticate"))
+		}
+	}
+	if echo.Calls() != calls || idp.Exchanges() != exchanges {
+		t.Error("a request with the token in two places reached the backend or the authorization server")
+	}
+
+	r := send(t, "smuggle.test", "/p?z=0;access_token="+user+";keep=1", "")
+	forwardedToken(t, r, user)
+	r = sendHeader(t, "smuggle.test", "/cookies", "Cookie", manyCookies+"session="+user)
+	forwardedToken(t, r, user)
+	if got := strings.Join(r.received.Header["Cookie"], "; "); strings.Contains(got, "session=") {
+		t.Errorf("the token cookie reached the backend")
+	}
+}

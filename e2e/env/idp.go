@@ -27,6 +27,7 @@ import (
 
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
 
@@ -216,6 +217,16 @@ func (s jwtStorage) GetClientByClientID(ctx context.Context, clientID string) (o
 		return nil, err
 	}
 	return jwtClient{c}, nil
+}
+
+// ValidateTokenExchangeRequest makes an access token the default requested_token_type, as ZITADEL
+// itself does. The example storage defaults to a refresh token and says so in issued_token_type;
+// the plugin rightly refuses to forward what a server calls a refresh token.
+func (s jwtStorage) ValidateTokenExchangeRequest(ctx context.Context, request op.TokenExchangeRequest) error {
+	if request.GetRequestedTokenType() == "" {
+		request.SetRequestedTokenType(oidc.AccessTokenType)
+	}
+	return s.Storage.ValidateTokenExchangeRequest(ctx, request)
 }
 
 type jwtClient struct {

@@ -96,7 +96,7 @@ func inProcess(rounds, ops int, memEntries int) error {
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"access_token":"x-` + r.PostForm.Get("subject_token") + `","token_type":"Bearer","expires_in":3600}`))
+		_, _ = w.Write([]byte(`{"access_token":"x-` + r.PostForm.Get("subject_token") + `","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}`))
 	}))
 	defer idp.Close()
 	next := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
