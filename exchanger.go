@@ -173,4 +173,3 @@ func (x *exchanger) store(token string, key [32]byte, res tokenResult, subjectEx
 func millis(d time.Duration) string {
 	return d.Round(time.Millisecond / 10).String()
 }
-
