@@ -13,7 +13,9 @@ CACHE_DIR       ?= $(HOME)/.cache/oboexchange
 YAEGI           := $(CACHE_DIR)/yaegi-$(YAEGI_VERSION)/yaegi
 TRAEFIK         := $(CACHE_DIR)/traefik-$(TRAEFIK_VERSION)
 LABELS2CONF     := $(CACHE_DIR)/labels2conf-$(TRAEFIK_VERSION)
-GOPATH_DIR      := $(CACHE_DIR)/gopath
+# The GOPATH that yaegi test needs, and where test logs go: per checkout when several run at once.
+GOPATH_DIR      ?= $(CACHE_DIR)/gopath
+LOG_DIR         ?= $(CACHE_DIR)
 E2E_ENV         := TRAEFIK_BIN=$(TRAEFIK) LABELS2CONF=$(LABELS2CONF)
 FUZZ_TARGETS    := FuzzExtractCredential FuzzParseTokenResponse FuzzJWTExpiry
 FUZZTIME        ?= 10s
@@ -39,8 +41,8 @@ yaegi-test: $(YAEGI)
 	@mkdir -p $(GOPATH_DIR)/src/$(dir $(MODULE))
 	@ln -sfn $(CURDIR) $(GOPATH_DIR)/src/$(MODULE)
 	cd $(GOPATH_DIR)/src/$(MODULE) && GOPATH=$(GOPATH_DIR) GO111MODULE=off $(YAEGI) test -v . 2>&1 | \
-		tee $(CACHE_DIR)/yaegi-test.log | grep -E '^(--- FAIL|FAIL|PASS|ok|panic)'
-	@! grep -q -- '--- FAIL' $(CACHE_DIR)/yaegi-test.log
+		tee $(LOG_DIR)/yaegi-test.log | grep -E '^(--- FAIL|FAIL|PASS|ok|panic)'
+	@! grep -q -- '--- FAIL' $(LOG_DIR)/yaegi-test.log
 
 # A short run of each fuzz target (their seed corpora are in testdata/fuzz and run with `unit`).
 fuzz:
@@ -53,7 +55,7 @@ $(YAEGI):
 
 # End-to-end: the plugin inside a real Traefik, against real authorization servers.
 e2e: $(TRAEFIK) $(LABELS2CONF)
-	cd e2e && $(E2E_ENV) go test -count=1 -timeout 30m -v ./... 2>&1 | tee $(CACHE_DIR)/e2e.log | \
+	cd e2e && $(E2E_ENV) go test -count=1 -timeout 30m -v ./... 2>&1 | tee $(LOG_DIR)/e2e.log | \
 		grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' | grep -v '{"event":'
 
 # The main job: Traefik with the plugin, a real authorization server, a backend, and a walkthrough.
