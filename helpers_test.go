@@ -210,6 +210,35 @@ func newTestMiddleware(t *testing.T, c *Config) (http.Handler, *backend) {
 	return h, b
 }
 
+// newReloadable builds the middleware with a context of its own, as Traefik does; release cancels
+// it, as Traefik's next configuration does, and waits until the exchanger is released
+// (context.AfterFunc runs the release in a goroutine).
+func newReloadable(t *testing.T, c *Config) (*Middleware, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h, err := New(ctx, &backend{}, c, "reloadable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := h.(*Middleware)
+	return m, func() {
+		cancel()
+		waitFor(t, func() bool { return refs(m.x) == 0 })
+	}
+}
+
+// secretFileMiddleware builds a middleware whose client secret (client_secret_post) is read from
+// path, against ts.
+func secretFileMiddleware(t *testing.T, ts *tokenServer, path string) http.Handler {
+	t.Helper()
+	c := testConfig(ts.url())
+	c.ClientSecret = ""
+	c.ClientSecretFile = path
+	c.ClientAuthMethod = "client_secret_post"
+	h, _ := newTestMiddleware(t, c)
+	return h
+}
+
 // call sends a GET with the given Authorization value (none when empty).
 func call(h http.Handler, authorization string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodGet, "http://gateway.test/api", nil)

@@ -1,7 +1,6 @@
 package oboexchange
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -48,16 +47,11 @@ func TestCacheSharedAcrossNew(t *testing.T) {
 func TestExchangerSurvivesReload(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	ctx, cancel := context.WithCancel(context.Background())
-	old, err := New(ctx, &backend{}, testConfig(ts.url()), "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, release := newReloadable(t, testConfig(ts.url()))
 	call(old, "Bearer "+userToken)
-	x := old.(*Middleware).x
+	x := old.x
 
-	cancel()
-	waitFor(t, func() bool { return refs(x) == 0 })
+	release()
 	reloaded, _ := newTestMiddleware(t, testConfig(ts.url()))
 	call(reloaded, "Bearer "+userToken)
 
@@ -69,14 +63,9 @@ func TestExchangerSurvivesReload(t *testing.T) {
 func TestIdleExchangersAreDropped(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := New(ctx, &backend{}, testConfig(ts.url()), "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := h.(*Middleware).x
-	cancel()
-	waitFor(t, func() bool { return refs(x) == 0 })
+	m, release := newReloadable(t, testConfig(ts.url()))
+	x := m.x
+	release()
 
 	registryMu.Lock()
 	x.idleSince = time.Now().Add(-idleGrace - time.Second)
@@ -99,22 +88,18 @@ func TestReloadKeepsEveryCache(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
 	const configs, reloads = 24, 20
-	cancels := make([]context.CancelFunc, configs)
+	releases := make([]func(), configs)
 	first := make([]*exchanger, configs)
 	load := func() {
-		for i := range cancels {
-			ctx, cancel := context.WithCancel(context.Background())
+		for i := range releases {
 			c := testConfig(ts.url())
 			c.Audience = []string{"reload-all-" + itoa(i)}
-			h, err := New(ctx, &backend{}, c, "r")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cancels[i] = cancel
-			x := h.(*Middleware).x
+			m, release := newReloadable(t, c)
+			releases[i] = release
+			x := m.x
 			if first[i] == nil {
 				first[i] = x
-				wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
+				wantStatus(t, call(m, "Bearer "+userToken), http.StatusNoContent)
 			}
 			if x != first[i] {
 				t.Fatalf("configuration %d got a new exchanger: its cache was dropped", i)
@@ -123,10 +108,8 @@ func TestReloadKeepsEveryCache(t *testing.T) {
 	}
 	load()
 	for r := 0; r < reloads; r++ {
-		for i, cancel := range cancels {
-			cancel()
-			x := first[i]
-			waitFor(t, func() bool { return refs(x) == 0 })
+		for _, release := range releases {
+			release()
 		}
 		load()
 	}
@@ -146,19 +129,11 @@ func TestIdleExchangersBounded(t *testing.T) {
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
 	var released []*exchanger
 	for i := 0; i < maxIdle+5; i++ {
-		ctx, cancel := context.WithCancel(context.Background())
 		c := testConfig(ts.url())
 		c.Audience = []string{"reload-" + itoa(i)}
-		h, err := New(ctx, &backend{}, c, "r")
-		if err != nil {
-			t.Fatal(err)
-		}
-		released = append(released, h.(*Middleware).x)
-		cancel()
-	}
-	// Every release must have happened before the sweep: AfterFunc runs each in a goroutine.
-	for _, x := range released {
-		waitFor(t, func() bool { return refs(x) == 0 })
+		m, release := newReloadable(t, c)
+		release() // waits: every release must have happened before the sweep
+		released = append(released, m.x)
 	}
 	registryMu.Lock()
 	for i, x := range released {
@@ -182,16 +157,11 @@ func TestIdleExchangersBounded(t *testing.T) {
 func TestIdleSweepWithoutReload(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	ctx, cancel := context.WithCancel(context.Background())
 	c := testConfig(ts.url())
 	c.Audience = []string{"swept-by-timer"}
-	h, err := New(ctx, &backend{}, c, "r")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := h.(*Middleware).x
-	cancel()
-	waitFor(t, func() bool { return refs(x) == 0 })
+	m, release := newReloadable(t, c)
+	x := m.x
+	release()
 
 	registryMu.Lock()
 	armed := sweepArmed

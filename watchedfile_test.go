@@ -19,11 +19,7 @@ func TestClientSecretFileRotation(t *testing.T) {
 	remember("first-secret")
 	remember("second-secret-longer")
 	ts := newTokenServer(t, issuePerSubject(3600))
-	c := testConfig(ts.url())
-	c.ClientSecret = ""
-	c.ClientSecretFile = path
-	c.ClientAuthMethod = "client_secret_post"
-	h, _ := newTestMiddleware(t, c)
+	h := secretFileMiddleware(t, ts, path)
 
 	wantStatus(t, call(h, "Bearer "+opaqueToken(1)), http.StatusNoContent)
 	if got := ts.last(t).form.Get("client_secret"); got != "first-secret" {
@@ -68,11 +64,7 @@ func TestClientSecretFileSameSizeAndTime(t *testing.T) {
 	}
 	write("secret-one-aaaa")
 	ts := newTokenServer(t, issuePerSubject(3600))
-	c := testConfig(ts.url())
-	c.ClientSecret = ""
-	c.ClientSecretFile = path
-	c.ClientAuthMethod = "client_secret_post"
-	h, _ := newTestMiddleware(t, c)
+	h := secretFileMiddleware(t, ts, path)
 	wantStatus(t, call(h, "Bearer "+opaqueToken(11)), http.StatusNoContent)
 
 	write("secret-two-bbbb")

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/oboexchange/oboexchange/e2e/env"
 )
 
 // Repeated requests of one user reach the token endpoint once.
@@ -71,10 +69,7 @@ func TestSingleFlightThroughTraefik(t *testing.T) {
 // A reload re-creates the middleware (Traefik calls New again) but the cache survives it, and 50
 // reloads do not grow Traefik's goroutines.
 func TestReloadKeepsCacheAndGoroutines(t *testing.T) {
-	writeDynamic(t, "reload.yml", route("reload", "reload.test", map[string]string{
-		"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
-		"audience": "api://reload", "logLevel": "debug",
-	}), "reload", "enabled")
+	writeDynamic(t, "reload.yml", route("reload", "reload.test", gatewayOptions("api://reload", "logLevel", "debug")), "reload", "enabled")
 	user := login(t)
 	forwardedToken(t, send(t, "reload.test", "/", "Bearer "+user), user)
 	exchanges := idp.Exchanges()
@@ -183,10 +178,7 @@ func fleet(n int) string {
 		routers.WriteString("    " + name + ":\n      rule: Host(`" + name + ".test`)\n      entryPoints: [web]\n")
 		routers.WriteString("      middlewares: [" + name + "-obo]\n      service: fleet\n")
 		middlewares.WriteString("    " + name + "-obo:\n      plugin:\n        oboexchange:\n")
-		for k, v := range map[string]string{
-			"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
-			"audience": "api://fleet-" + fmt.Sprint(i), "logLevel": "debug",
-		} {
+		for k, v := range gatewayOptions("api://fleet-"+fmt.Sprint(i), "logLevel", "debug") {
 			middlewares.WriteString("          " + k + ": \"" + v + "\"\n")
 		}
 	}

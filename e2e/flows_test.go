@@ -154,6 +154,19 @@ func TestEntraClaimsChallenge(t *testing.T) {
 
 // route is a dynamic configuration with one router, its oboexchange middleware and the echo
 // backend. Values are written as strings, the way labels and the file provider hand them over.
+// gatewayOptions are the options of a middleware exchanging at the suite's RFC 8693 provider as
+// the Keycloak-style gateway client, for one audience, with more options as key, value pairs.
+func gatewayOptions(audience string, more ...string) map[string]string {
+	options := map[string]string{
+		"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
+		"audience": audience,
+	}
+	for i := 0; i+1 < len(more); i += 2 {
+		options[more[i]] = more[i+1]
+	}
+	return options
+}
+
 func route(name, host string, options map[string]string) string {
 	var b strings.Builder
 	b.WriteString("http:\n  routers:\n    " + name + ":\n      rule: Host(`" + host + "`)\n")

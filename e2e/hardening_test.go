@@ -7,17 +7,12 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/oboexchange/oboexchange/e2e/env"
 )
 
 // A token read from the query string or a cookie is removed there; the rest of the URL and the
 // other cookies reach the backend as sent, and no header Traefik adds carries the token.
 func TestQueryAndCookieSources(t *testing.T) {
-	writeDynamic(t, "sources.yml", route("sources", "sources.test", map[string]string{
-		"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
-		"audience": "api://sources", "tokenSources": "query:access_token,cookie:session",
-	}), "sources", "enabled")
+	writeDynamic(t, "sources.yml", route("sources", "sources.test", gatewayOptions("api://sources", "tokenSources", "query:access_token,cookie:session")), "sources", "enabled")
 	user := login(t)
 
 	r := send(t, "sources.test", "/path?keep=1&access_token="+user+"&also=2", "")
@@ -95,10 +90,7 @@ func TestHungServerIsBounded(t *testing.T) {
 // twice is a malformed request, once it is exchanged and removed. Cookies are read from the raw
 // header however many there are (req.Cookies() gives up past 3,000).
 func TestSmuggledCredentials(t *testing.T) {
-	writeDynamic(t, "smuggle.yml", route("smuggle", "smuggle.test", map[string]string{
-		"tokenEndpoint": idp.TokenEndpoint, "clientId": env.KeycloakStyleClientID, "clientSecret": env.GatewaySecret,
-		"audience": "api://smuggle", "tokenSources": "query:access_token,cookie:session",
-	}), "smuggle", "enabled")
+	writeDynamic(t, "smuggle.yml", route("smuggle", "smuggle.test", gatewayOptions("api://smuggle", "tokenSources", "query:access_token,cookie:session")), "smuggle", "enabled")
 	user := login(t)
 	manyCookies := strings.Repeat("c=1; ", 3000)
 
