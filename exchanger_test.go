@@ -167,14 +167,7 @@ func TestNegativeCache(t *testing.T) {
 
 func TestNegativeCacheExpires(t *testing.T) {
 	captureLogs(t)
-	var calls atomic.Int32
-	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 {
-			answer(w, 400, `{"error":"invalid_grant"}`)
-			return
-		}
-		issue(exchangedToken, 3600)(w, r)
-	})
+	ts := newTokenServer(t, firstThen(reply(400, `{"error":"invalid_grant"}`), issue(exchangedToken, 3600)))
 	c := testConfig(ts.url())
 	c.NegativeCacheTTL = "300ms"
 	h, _ := newTestMiddleware(t, c)

@@ -141,6 +141,18 @@ func reply(status int, body string) func(w http.ResponseWriter, r *http.Request)
 // bearerAccessToken starts the JSON of an RFC 8693 answer that issues an access token.
 const bearerAccessToken = `{"issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer",`
 
+// firstThen answers the first request with first and every later one with then.
+func firstThen(first, then func(w http.ResponseWriter, r *http.Request)) func(w http.ResponseWriter, r *http.Request) {
+	var n atomic.Int32
+	return func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			first(w, r)
+			return
+		}
+		then(w, r)
+	}
+}
+
 // issue answers every request with the same token and lifetime, of the type requested (an access
 // token by default), as an RFC 8693 server does.
 func issue(token string, expiresIn int) func(w http.ResponseWriter, r *http.Request) {

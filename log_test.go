@@ -3,7 +3,6 @@ package oboexchange
 import (
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 )
 
@@ -11,14 +10,9 @@ import (
 // logged at the default level.
 func TestLogLines(t *testing.T) {
 	logs := captureLogs(t)
-	var n atomic.Int32
-	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if n.Add(1) == 1 {
-			answer(w, 401, `{"error":"invalid_client","error_description":"Client authentication failed"}`)
-			return
-		}
-		issue(exchangedToken, 3600)(w, r)
-	})
+	ts := newTokenServer(t, firstThen(
+		reply(401, `{"error":"invalid_client","error_description":"Client authentication failed"}`),
+		issue(exchangedToken, 3600)))
 	h, _ := newTestMiddleware(t, testConfig(ts.url()))
 
 	wantStatus(t, call(h, "Bearer "+userToken), 502)

@@ -11,66 +11,75 @@ import (
 	"time"
 )
 
-func TestRFC8693Request(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	c := testConfig(ts.url())
-	c.Audience = []string{"backend-a", "backend-b"}
-	c.Resource = []string{"https://api.example.com/a", "https://api.example.com/b"}
-	c.Scopes = []string{"read", "write"}
-	c.RequestedTokenType = "urn:ietf:params:oauth:token-type:jwt"
-	c.ExtraParams = map[string]string{"tenant": "blue"}
-	h, _ := newTestMiddleware(t, c)
-
-	wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
-
-	got := ts.last(t)
-	wantForm(t, got.form, url.Values{
-		"grant_type":           {"urn:ietf:params:oauth:grant-type:token-exchange"},
-		"subject_token":        {userToken},
-		"subject_token_type":   {"urn:ietf:params:oauth:token-type:access_token"},
-		"audience":             {"backend-a", "backend-b"},
-		"resource":             {"https://api.example.com/a", "https://api.example.com/b"},
-		"scope":                {"read write"},
-		"requested_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
-		"tenant":               {"blue"},
-	})
-	wantHeaders := map[string]string{
-		"Authorization": basicAuth(testClientID, testClientSecret),
-		"Accept":        "application/json",
-		"Content-Type":  "application/x-www-form-urlencoded",
+// The exact form and headers of one exchange in each flow.
+func TestTokenRequest(t *testing.T) {
+	const entraClient = "60dea49a-255b-48b5-b0c0-0974ac1c0b53"
+	tests := []struct {
+		name        string
+		configure   func(c *Config)
+		wantForm    url.Values
+		wantHeaders map[string]string
+	}{
+		{
+			name: "rfc8693",
+			configure: func(c *Config) {
+				c.Audience = []string{"backend-a", "backend-b"}
+				c.Resource = []string{"https://api.example.com/a", "https://api.example.com/b"}
+				c.Scopes = []string{"read", "write"}
+				c.RequestedTokenType = "urn:ietf:params:oauth:token-type:jwt"
+				c.ExtraParams = map[string]string{"tenant": "blue"}
+			},
+			wantForm: url.Values{
+				"grant_type":           {"urn:ietf:params:oauth:grant-type:token-exchange"},
+				"subject_token":        {userToken},
+				"subject_token_type":   {"urn:ietf:params:oauth:token-type:access_token"},
+				"audience":             {"backend-a", "backend-b"},
+				"resource":             {"https://api.example.com/a", "https://api.example.com/b"},
+				"scope":                {"read write"},
+				"requested_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
+				"tenant":               {"blue"},
+			},
+			wantHeaders: map[string]string{"Authorization": basicAuth(testClientID, testClientSecret)},
+		},
+		{
+			name: "entra",
+			configure: func(c *Config) {
+				c.Flow = "entra"
+				c.ClientID = entraClient
+				c.Audience = nil
+				c.Scopes = []string{"api://backend/.default"}
+			},
+			wantForm: url.Values{
+				"grant_type":          {"urn:ietf:params:oauth:grant-type:jwt-bearer"},
+				"assertion":           {userToken},
+				"requested_token_use": {"on_behalf_of"},
+				"scope":               {"api://backend/.default"},
+				"client_id":           {entraClient},
+				"client_secret":       {testClientSecret},
+			},
+			wantHeaders: map[string]string{"Authorization": ""}, // client_secret_post
+		},
 	}
-	for k, v := range wantHeaders {
-		if got.header.Get(k) != v {
-			t.Errorf("%s = %q, want %q", k, got.header.Get(k), v)
-		}
-	}
-}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			captureLogs(t)
+			ts := newTokenServer(t, issue(exchangedToken, 3600))
+			c := testConfig(ts.url())
+			tc.configure(c)
+			h, _ := newTestMiddleware(t, c)
 
-func TestEntraRequest(t *testing.T) {
-	captureLogs(t)
-	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	c := CreateConfig()
-	c.Flow = "entra"
-	c.TokenEndpoint = ts.url()
-	c.ClientID = "60dea49a-255b-48b5-b0c0-0974ac1c0b53"
-	c.ClientSecret = testClientSecret
-	c.Scopes = []string{"api://backend/.default"}
-	h, _ := newTestMiddleware(t, c)
+			wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
 
-	wantStatus(t, call(h, "Bearer "+userToken), http.StatusNoContent)
-
-	got := ts.last(t)
-	wantForm(t, got.form, url.Values{
-		"grant_type":          {"urn:ietf:params:oauth:grant-type:jwt-bearer"},
-		"assertion":           {userToken},
-		"requested_token_use": {"on_behalf_of"},
-		"scope":               {"api://backend/.default"},
-		"client_id":           {"60dea49a-255b-48b5-b0c0-0974ac1c0b53"},
-		"client_secret":       {testClientSecret},
-	})
-	if a := got.header.Get("Authorization"); a != "" {
-		t.Errorf("Authorization = %q, want none with client_secret_post", a)
+			got := ts.last(t)
+			wantForm(t, got.form, tc.wantForm)
+			tc.wantHeaders["Accept"] = "application/json"
+			tc.wantHeaders["Content-Type"] = "application/x-www-form-urlencoded"
+			for k, v := range tc.wantHeaders {
+				if got.header.Get(k) != v {
+					t.Errorf("%s = %q, want %q", k, got.header.Get(k), v)
+				}
+			}
+		})
 	}
 }
 
@@ -423,14 +432,8 @@ func TestVisibleASCII(t *testing.T) {
 // A 5xx whose retry then times out is a 504, and the log line tells both failures.
 func TestRetryThenTimeoutLogsBoth(t *testing.T) {
 	logs := captureLogs(t)
-	var n atomic.Int32
-	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if n.Add(1) == 1 {
-			answer(w, 503, `{"error":"temporarily_unavailable","error_description":"maintenance"}`)
-			return
-		}
-		<-r.Context().Done()
-	})
+	hang := func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+	ts := newTokenServer(t, firstThen(reply(503, `{"error":"temporarily_unavailable","error_description":"maintenance"}`), hang))
 	c := testConfig(ts.url())
 	c.Timeout = "1s"
 	h, _ := newTestMiddleware(t, c)
