@@ -91,6 +91,7 @@ type recorded struct {
 // tokenServer is an httptest token endpoint that records each request and answers with respond.
 type tokenServer struct {
 	srv     *httptest.Server
+	path    string // unique to this server, see url
 	calls   atomic.Int32
 	mu      sync.Mutex
 	reqs    []recorded
@@ -99,7 +100,7 @@ type tokenServer struct {
 
 func newTokenServer(t *testing.T, respond func(w http.ResponseWriter, r *http.Request)) *tokenServer {
 	t.Helper()
-	ts := &tokenServer{respond: respond}
+	ts := &tokenServer{respond: respond, path: "/t" + itoa(int(servers.Add(1))) + "/oauth2/token"}
 	ts.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
 		ts.mu.Lock()
@@ -112,7 +113,13 @@ func newTokenServer(t *testing.T, respond func(w http.ResponseWriter, r *http.Re
 	return ts
 }
 
-func (ts *tokenServer) url() string { return ts.srv.URL + "/oauth2/token" }
+// servers numbers the token servers of the test binary.
+var servers atomic.Int32
+
+// url is the token endpoint. Its path is unique to this server: exchangers are shared by
+// configuration across the whole test binary, and a port the system reuses must not give a test
+// the cache of an earlier one (go test -count=N).
+func (ts *tokenServer) url() string { return ts.srv.URL + ts.path }
 
 func (ts *tokenServer) count() int { return int(ts.calls.Load()) }
 
@@ -334,6 +341,17 @@ func refs(x *exchanger) int {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	return x.refs
+}
+
+// dropIdleExchangers empties the registry of the exchangers no instance uses.
+func dropIdleExchangers() {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	for fp, x := range registry {
+		if x.refs == 0 {
+			drop(fp, x)
+		}
+	}
 }
 
 // waitFor polls a condition that another goroutine makes true (context.AfterFunc runs its

@@ -126,6 +126,7 @@ func TestReloadKeepsEveryCache(t *testing.T) {
 // Idle exchangers past the reload grace are bounded to maxIdle, the oldest dropped first.
 func TestIdleExchangersBounded(t *testing.T) {
 	captureLogs(t)
+	dropIdleExchangers() // those of earlier tests would count against the bound
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
 	var released []*exchanger
 	for i := 0; i < maxIdle+5; i++ {
