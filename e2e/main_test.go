@@ -1,6 +1,6 @@
-// The end-to-end suite: the plugin interpreted by a real Traefik binary, against a real RFC 8693
-// authorization server (zitadel/oidc), an Entra ID On-Behalf-Of server (oauth2-mock-server with
-// Entra's checks) and an echo backend. Run it with `make e2e` (part of `make test`).
+// The end-to-end suite: the plugin interpreted by a real Traefik binary, against two real RFC 8693
+// authorization servers (zitadel/oidc, and Dex federating with it), an Entra ID On-Behalf-Of server
+// (oauth2-mock-server with Entra's checks) and an echo backend. Run it with `make e2e` (part of `make test`).
 package e2e
 
 import (
@@ -26,6 +26,7 @@ const (
 
 var (
 	idp     *env.IdP
+	dex     *env.Dex
 	entra   *env.Entra
 	echo    *env.Echo
 	traefik *env.Traefik
@@ -33,7 +34,7 @@ var (
 
 	// Every token and secret the suite uses; none may appear in Traefik's log.
 	secretsMu sync.Mutex
-	secrets   = []string{env.GatewaySecret, entraSecret}
+	secrets   = []string{env.GatewaySecret, entraSecret, env.DexSecret}
 )
 
 func TestMain(m *testing.M) {
@@ -55,6 +56,10 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer idp.Stop()
+	if dex, err = env.StartDex(idp.Issuer, nil); err != nil {
+		return 1, err
+	}
+	defer dex.Stop()
 	if entra, err = env.StartEntra(entraClientID, entraSecret, nil); err != nil {
 		return 1, err
 	}
@@ -71,7 +76,7 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer traefik.Stop()
-	for _, router := range []string{"orders", "inventory", "reports"} {
+	for _, router := range []string{"orders", "inventory", "reports", "ledger"} {
 		if _, err := traefik.WaitRouter(router, "enabled", 60*time.Second); err != nil {
 			return 1, fmt.Errorf("%w\n%s", err, traefik.Log())
 		}
@@ -94,6 +99,7 @@ func run(m *testing.M) (int, error) {
 func exampleConfigs() (map[string]string, error) {
 	gatewaySecret := secretFile("gateway-secret", env.GatewaySecret)
 	entraSecretFile := secretFile("entra-secret", entraSecret)
+	dexSecretFile := secretFile("dex-secret", env.DexSecret)
 	files := map[string]struct {
 		example string
 		replace map[string]string
@@ -107,6 +113,11 @@ func exampleConfigs() (map[string]string, error) {
 			"https://keycloak.example.com/realms/demo/protocol/openid-connect/token": idp.TokenEndpoint,
 			"/run/secrets/obo-client-secret":                                         gatewaySecret,
 			"http://inventory:8080":                                                  echo.URL,
+		}},
+		"dex.yml": {"rfc8693/dex.yml", map[string]string{
+			"https://dex.example.com/dex/token": dex.TokenEndpoint,
+			"/run/secrets/obo-client-secret":    dexSecretFile,
+			"http://ledger:8080":                echo.URL,
 		}},
 		"entra.yml": {"entra/entra.yml", map[string]string{
 			"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token": entra.TokenEndpoint,

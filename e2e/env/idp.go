@@ -1,9 +1,9 @@
 // Package env starts the real components the end-to-end suite, the demo and the benchmark run
-// against: Traefik with the plugin in local mode, an RFC 8693 authorization server (zitadel/oidc's
-// OpenID Provider), an Entra ID On-Behalf-Of server (oauth2-mock-server under Node) and an echo
-// backend. Everything listens on 127.0.0.1 and stops with Stop. The stand-ins that only the
-// benchmark and the soak test use (load generator, instant token server) are in internal/load,
-// so that what this package starts is always the real thing.
+// against: Traefik with the plugin in local mode, two RFC 8693 authorization servers (zitadel/oidc's
+// OpenID Provider, and Dex federating with it), an Entra ID On-Behalf-Of server (oauth2-mock-server
+// under Node) and an echo backend. Everything listens on 127.0.0.1 and stops with Stop. The
+// stand-ins that only the benchmark and the soak test use (load generator, instant token server)
+// are in internal/load, so that what this package starts is always the real thing.
 package env
 
 import (
