@@ -295,18 +295,6 @@ func refs(x *exchanger) int {
 	return x.refs
 }
 
-func idleCount() int {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	n := 0
-	for _, x := range registry {
-		if x.refs == 0 {
-			n++
-		}
-	}
-	return n
-}
-
 // waitFor polls a condition that another goroutine makes true (context.AfterFunc runs its
 // function in a goroutine of its own).
 func waitFor(t *testing.T, cond func() bool) {
@@ -318,4 +306,15 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("condition not reached within 1s")
+}
+
+// callWith sends a GET with the given headers, as name/value pairs (a name may repeat).
+func callWith(h http.Handler, pairs ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, "http://gateway.test/api", nil)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		req.Header.Add(pairs[i], pairs[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
 }
