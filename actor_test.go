@@ -3,6 +3,7 @@ package oboexchange
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -608,4 +609,40 @@ func TestActorAndIssuerFingerprint(t *testing.T) {
 	if fingerprint(s1) != fingerprint(s2) {
 		t.Error("equal configurations have different fingerprints")
 	}
+}
+
+// A cache hit with a header: actor token, which takes the general path (both tokens hashed
+// together) rather than the fast path; compare with BenchmarkServeHTTPCacheHit.
+func BenchmarkServeHTTPCacheHitActorHeader(b *testing.B) {
+	ts := newTokenServerB(b)
+	c := actorConfig(ts.URL+"/token", "header:X-Agent-Token")
+	c.LogLevel = "off"
+	h, err := New(context.Background(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), c, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	user := []string{"Bearer user-eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2lnbmF0dXJl"}
+	agent := []string{"agent-eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl"}
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req.Header["Authorization"] = user
+		req.Header["X-Agent-Token"] = agent
+		h.ServeHTTP(w, req)
+	}
+	if w.Code != http.StatusOK {
+		b.Fatalf("status %d", w.Code)
+	}
+}
+
+// newTokenServerB is an instant RFC 8693 token endpoint for benchmarks.
+func newTokenServerB(b *testing.B) *httptest.Server {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		answer(w, 200, bearerAccessToken+`"access_token":"x-`+r.PostForm.Get("subject_token")+`","expires_in":3600}`)
+	}))
+	b.Cleanup(func() { ts.Close() })
+	return ts
 }
