@@ -61,6 +61,17 @@ type settings struct {
 	sources        []source
 	upstreamHeader string
 	logLevel       int
+
+	// Delegation and discovery (shape the exchange: part of the fingerprint). See actor.go and
+	// discovery.go.
+	actorKind      string // "" (none), actorFile, actorHeader or actorClientCredentials
+	actorPath      string
+	actorHeader    string // canonical
+	actorTokenType string
+	actorScopes    []string
+	issuer         string   // as configured; endpoint is nil when set
+	issuerURL      *url.URL // issuer, parsed
+	allowInsecure  bool     // allowInsecureTokenEndpoint, which also rules the discovered endpoint
 }
 
 // parseConfig checks every option and applies the defaults that depend on others. Each check
@@ -75,7 +86,7 @@ func parseConfig(c *Config) (*settings, error) {
 	s := &settings{}
 	checks := []func(*settings, *Config) error{
 		parseFlow, parseEndpoint, parseClient, parseTargets, parseExtraParams, parseDurations,
-		parseLimits, parseSources, parseLogLevel,
+		parseLimits, parseSources, parseLogLevel, parseActor, parseIssuer,
 	}
 	for _, check := range checks {
 		if err := check(s, c); err != nil {
@@ -100,27 +111,41 @@ func parseFlow(s *settings, c *Config) error {
 func parseEndpoint(s *settings, c *Config) error {
 	raw := strings.TrimSpace(c.TokenEndpoint)
 	if raw == "" {
-		return errors.New("tokenEndpoint is required: set it to the authorization server's token endpoint, for example https://idp.example.com/oauth2/token")
+		if strings.TrimSpace(c.Issuer) != "" {
+			return nil // found by discovery, see parseIssuer
+		}
+		return errors.New("tokenEndpoint is required (or issuer, to read it from the server's metadata): set it to the authorization server's token endpoint, for example https://idp.example.com/oauth2/token")
 	}
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
-		return fmt.Errorf("tokenEndpoint: %q is not an absolute URL; write it in full, for example https://idp.example.com/oauth2/token", raw)
-	}
-	u.Scheme = strings.ToLower(u.Scheme)
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return fmt.Errorf("tokenEndpoint: scheme %q is not supported; use https", u.Scheme)
-	}
-	if u.User != nil {
-		return errors.New("tokenEndpoint: remove the user information from the URL; set clientId and clientSecret (or clientSecretFile) instead")
-	}
-	if u.Fragment != "" {
-		return errors.New("tokenEndpoint: remove the #fragment from the URL")
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !c.AllowInsecureTokenEndpoint {
-		return fmt.Errorf("tokenEndpoint: %s uses http, which would send the client secret and the users' tokens in clear text; use https (http is accepted only on a loopback host, or with allowInsecureTokenEndpoint: true)", u.Redacted())
+	u, err := serverURL("tokenEndpoint", raw, c.AllowInsecureTokenEndpoint)
+	if err != nil {
+		return err
 	}
 	s.endpoint = u
 	return nil
+}
+
+// serverURL checks a URL the gateway sends tokens or secrets to, or learns where to send them
+// from: absolute, https (http only on a loopback host or when allowed), no user information, no
+// fragment. option names the URL's origin in the message.
+func serverURL(option, raw string, allowInsecure bool) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
+		return nil, fmt.Errorf("%s: %q is not an absolute URL; write it in full, for example https://idp.example.com/oauth2/token", option, raw)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return nil, fmt.Errorf("%s: scheme %q is not supported; use https", option, u.Scheme)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%s: remove the user information from the URL; set clientId and clientSecret (or clientSecretFile) instead", option)
+	}
+	if u.Fragment != "" {
+		return nil, fmt.Errorf("%s: remove the #fragment from the URL", option)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !allowInsecure {
+		return nil, fmt.Errorf("%s: %s uses http, which would send the client secret and the users' tokens in clear text; use https (http is accepted only on a loopback host, or with allowInsecureTokenEndpoint: true)", option, u.Redacted())
+	}
+	return u, nil
 }
 
 // isLoopback reports whether a host name stays on this machine.
@@ -322,4 +347,20 @@ func cleanList(in []string, split bool) []string {
 		}
 	}
 	return out
+}
+
+// endpointString is the configured token endpoint, or "" when discovery finds it.
+func (s *settings) endpointString() string {
+	if s.endpoint == nil {
+		return ""
+	}
+	return s.endpoint.String()
+}
+
+// host is the authorization server's host, for log lines: the token endpoint's, or the issuer's.
+func (s *settings) host() string {
+	if s.endpoint == nil {
+		return s.issuerURL.Host
+	}
+	return s.endpoint.Host
 }

@@ -34,6 +34,8 @@ type exchanger struct {
 	flightsMu sync.Mutex
 	flights   map[[32]byte]*flight
 
+	actor *actorSource // nil without actorToken
+
 	// Guarded by registryMu.
 	refs      int       // live middleware instances using this exchanger
 	idleSince time.Time // when refs dropped to zero
@@ -47,9 +49,9 @@ type flight struct {
 }
 
 // obtain returns the entry for a subject token the cache does not hold. Concurrent calls for the
-// same token share one exchange (single flight): the first runs it, the others wait for its result,
-// which the timeout bounds.
-func (x *exchanger) obtain(token string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
+// same key share one exchange (single flight): the first runs it, the others wait for its result,
+// which the timeout bounds. actor is the caller's actor token (header: actors), part of the key.
+func (x *exchanger) obtain(token, actor string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
 	x.flightsMu.Lock()
 	if fl := x.flights[key]; fl != nil {
 		x.flightsMu.Unlock()
@@ -68,7 +70,7 @@ func (x *exchanger) obtain(token string, subjectExp time.Time, key [32]byte, log
 	} else if f := x.rejected(key); f != nil {
 		fl.failure = f
 	} else {
-		fl.entry, fl.failure = x.run(token, subjectExp, key, log)
+		fl.entry, fl.failure = x.run(token, actor, subjectExp, key, log)
 	}
 	return fl.entry, fl.failure
 }
@@ -94,10 +96,10 @@ func (x *exchanger) rejected(key [32]byte) *failure {
 // subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
 // A panic (a bug) is answered 502 and logged, rather than leaving the flight and the admission
 // slot taken for ever.
-func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *logger) (e *entry, f *failure) {
+func (x *exchanger) run(token, actor string, subjectExp time.Time, key [32]byte, log *logger) (e *entry, f *failure) {
 	defer func() {
 		if r := recover(); r != nil {
-			log.log(levelError, "token exchange failed", "reason", "internal error", "panic", redact(fmt.Sprint(r), token),
+			log.log(levelError, "token exchange failed", "reason", "internal error", "panic", redactActor(redact(fmt.Sprint(r), token), actor),
 				"subject", tokenHash(token))
 			f = failInternal // e is still nil: no return statement ran (Yaegi cannot assign a bare nil here)
 		}
@@ -105,7 +107,7 @@ func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *l
 	if f := x.admit(token, log); f != nil {
 		return nil, f
 	}
-	res, f, latency := x.roundTrip(token, log)
+	res, f, latency := x.roundTrip(token, actor, log)
 	if f != nil {
 		return nil, x.failed(token, key, f, latency, log)
 	}
@@ -123,15 +125,28 @@ func (x *exchanger) admit(token string, log *logger) *failure {
 	return nil
 }
 
-// roundTrip sends the exchange with the current client secret and releases the admission slot.
-func (x *exchanger) roundTrip(token string, log *logger) (tokenResult, *failure, time.Duration) {
+// roundTrip sends the exchange with the current client secret, to the token endpoint (discovered
+// when issuer is set), with the actor token when one is configured, and releases the admission
+// slot. callerActor is the caller's actor token (header: actors).
+func (x *exchanger) roundTrip(token, callerActor string, log *logger) (tokenResult, *failure, time.Duration) {
 	defer x.active.Add(-1)
 	secret, err := x.endpoint.secret.get()
 	if err != nil {
 		log.log(levelWarn, "client secret file could not be read again; the last good secret is used", "error", err.Error())
 	}
 	start := time.Now()
-	res, f := x.endpoint.exchange(token, secret)
+	endpoint, f := x.endpoint.tokenURL(log)
+	if f != nil {
+		return tokenResult{}, f, time.Since(start)
+	}
+	actor, f := x.actor.token(x.endpoint, endpoint, secret, callerActor, log)
+	if f != nil {
+		return tokenResult{}, f, time.Since(start)
+	}
+	res, f := x.endpoint.exchange(endpoint, token, actor, secret)
+	if f != nil && actor != "" {
+		f = x.actor.judge(f, actor)
+	}
 	return res, f, time.Since(start)
 }
 

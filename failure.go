@@ -120,6 +120,40 @@ func failTimeout(reason string) *failure {
 	}
 }
 
+// The answers about the caller's actor token (actorToken: header:<Name>). The actor header is a
+// credential the caller must send, like the bearer token: a request without it lacks
+// authentication information, which RFC 6750 section 3.1 answers with a bare challenge, no error
+// code. A malformed actor header is failMalformed (400), as for the subject token.
+var (
+	failMissingActor = &failure{
+		status:    http.StatusUnauthorized,
+		challenge: "Bearer",
+		body:      jsonError("unauthorized", "An actor token is required."),
+		reason:    "no actor token in the request",
+	}
+	failExpiredActor = &failure{
+		status:    http.StatusUnauthorized,
+		challenge: `Bearer error="invalid_token"`,
+		body:      jsonError("invalid_token", "The actor token has expired."),
+		reason:    "the actor token's exp has passed; not exchanged",
+	}
+)
+
+// failActorRejected is the answer when the authorization server refused the actor token the
+// caller sent: for the caller, that credential is not good. It is remembered like a rejected
+// subject token (the cache key covers both).
+func failActorRejected(reason, oauthError, description string) *failure {
+	return &failure{
+		status:           http.StatusUnauthorized,
+		challenge:        `Bearer error="invalid_token"`,
+		body:             jsonError("invalid_token", "The actor token was rejected by the authorization server."),
+		cacheable:        true,
+		reason:           reason,
+		oauthError:       oauthError,
+		oauthDescription: description,
+	}
+}
+
 // jsonError renders an OAuth-style error body. The arguments are constants of this package, so
 // no escaping is needed.
 func jsonError(code, description string) []byte {

@@ -366,3 +366,14 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not reached within 1s")
 }
+
+// callWith sends a GET with the given headers, as name/value pairs (a name may repeat).
+func callWith(h http.Handler, pairs ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, "http://gateway.test/api", nil)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		req.Header.Add(pairs[i], pairs[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}

@@ -96,6 +96,16 @@ const redactedRun = 16
 // redact replaces in s the token, and every run of redactedRun or more of its characters, with
 // "[subject token]". s is first cut to 1 KiB: a logged value is cut to maxLogValue anyway.
 func redact(s, token string) string {
+	return redactAs(s, token, "[subject token]")
+}
+
+// redactActor is redact for the actor token.
+func redactActor(s, token string) string {
+	return redactAs(s, token, "[actor token]")
+}
+
+// redactAs replaces the token and its long runs with label.
+func redactAs(s, token, label string) string {
 	if len(s) > 1024 {
 		s = s[:1024]
 	}
@@ -103,7 +113,7 @@ func redact(s, token string) string {
 		return s
 	}
 	if len(token) < redactedRun {
-		return strings.ReplaceAll(s, token, "[subject token]")
+		return strings.ReplaceAll(s, token, label)
 	}
 	var b strings.Builder
 	last := 0
@@ -117,7 +127,7 @@ func redact(s, token string) string {
 			end++
 		}
 		b.WriteString(s[last:i])
-		b.WriteString("[subject token]")
+		b.WriteString(label)
 		last, i = end, end
 	}
 	b.WriteString(s[last:])

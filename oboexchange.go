@@ -39,6 +39,12 @@ type Config struct {
 	MaxConcurrentExchanges     int               `json:"maxConcurrentExchanges,omitempty"`
 	AllowInsecureTokenEndpoint bool              `json:"allowInsecureTokenEndpoint,omitempty"`
 	LogLevel                   string            `json:"logLevel,omitempty"`
+
+	// Delegation (RFC 8693 actor tokens, actor.go) and discovery of the token endpoint (discovery.go).
+	ActorToken     string   `json:"actorToken,omitempty"`
+	ActorTokenType string   `json:"actorTokenType,omitempty"`
+	ActorScopes    []string `json:"actorScopes,omitempty"`
+	Issuer         string   `json:"issuer,omitempty"`
 }
 
 // CreateConfig returns the defaults that need no setting. Defaults that depend on the flow
@@ -70,6 +76,10 @@ type Middleware struct {
 	// fastHeader is the header of the cache-hit fast path: set when the token is read from a
 	// header and the new token written back to that same header (the default, Authorization).
 	fastHeader string
+
+	// actorHeader is the header of a header: actor token (canonical), "" otherwise. Its token is
+	// part of the cache key, so such configurations have no fast path.
+	actorHeader string
 }
 
 // New validates the configuration and returns the middleware. It does no network I/O: Traefik's
@@ -97,11 +107,12 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 		log:            newLogger(name, s.logLevel),
 		x:              x,
 		cache:          x.cache,
+		actorHeader:    s.actorHeader,
 	}
-	if len(s.sources) == 1 && s.sources[0].kind == sourceHeader && s.sources[0].name == m.upstreamHeader {
+	if len(s.sources) == 1 && s.sources[0].kind == sourceHeader && s.sources[0].name == m.upstreamHeader && m.actorHeader == "" {
 		m.fastHeader = m.upstreamHeader
 	}
-	m.log.log(levelDebug, "configured", "flow", s.flow, "host", s.endpoint.Host, "cache", x.id)
+	m.log.log(levelDebug, "configured", "flow", s.flow, "host", s.host(), "cache", x.id)
 	return m, nil
 }
 
@@ -136,7 +147,18 @@ func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 		m.reject(rw, f)
 		return
 	}
+	actor := ""
+	if m.actorHeader != "" {
+		if actor, f = actorFromRequest(req, m.actorHeader); f != nil {
+			m.log.log(levelDebug, "request refused", "reason", f.reason)
+			m.reject(rw, f)
+			return
+		}
+	}
 	key := sha256.Sum256([]byte(c.token))
+	if actor != "" {
+		key = actorCacheKey(c.token, actor)
+	}
 	if e := m.cache.get(key); e != nil {
 		m.forward(rw, req, c, e)
 		return
@@ -146,12 +168,15 @@ func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	subjectExp, f := checkSubjectToken(c.token, time.Now())
+	if f == nil && actor != "" {
+		subjectExp, f = checkActorToken(actor, subjectExp, time.Now())
+	}
 	if f != nil {
 		m.log.log(levelDebug, "request refused", "reason", f.reason, "subject", tokenHash(c.token))
 		m.reject(rw, f)
 		return
 	}
-	e, f := m.x.obtain(c.token, subjectExp, key, m.log)
+	e, f := m.x.obtain(c.token, actor, subjectExp, key, m.log)
 	if f != nil {
 		m.reject(rw, f)
 		return
@@ -159,9 +184,13 @@ func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 	m.forward(rw, req, c, e)
 }
 
-// forward replaces the credential with the exchanged token and calls the next handler.
+// forward replaces the credential (and the caller's actor token) with the exchanged token and
+// calls the next handler.
 func (m *Middleware) forward(rw http.ResponseWriter, req *http.Request, c credential, e *entry) {
 	c.strip(req)
+	if m.actorHeader != "" {
+		req.Header.Del(m.actorHeader)
+	}
 	req.Header.Set(m.upstreamHeader, e.header)
 	m.next.ServeHTTP(rw, req)
 }

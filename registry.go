@@ -44,6 +44,9 @@ func acquireExchanger(s *settings) (*exchanger, error) {
 	if err := x.endpoint.secret.load(); err != nil {
 		return nil, err
 	}
+	if err := x.actor.load(); err != nil {
+		return nil, err
+	}
 	registry[fp] = x
 	x.refs++
 	return x, nil
@@ -55,13 +58,14 @@ func newExchanger(fp string, s *settings) *exchanger {
 		id:            randomID(),
 		endpoint:      newEndpointClient(s),
 		flow:          s.flow,
-		host:          s.endpoint.Host,
+		host:          s.host(),
 		cache:         newCache(s.maxEntries),
 		margin:        s.margin,
 		rejections:    newCache((s.maxEntries + 9) / 10),
 		negativeTTL:   s.negativeTTL,
 		maxConcurrent: int64(s.maxConcurrent),
 		flights:       map[[32]byte]*flight{},
+		actor:         newActorSource(s),
 	}
 }
 
@@ -164,10 +168,12 @@ func drop(fp string, x *exchanger) {
 func fingerprint(s *settings) string {
 	secret := sha256.Sum256([]byte(s.clientSecret))
 	fields := []interface{}{
-		s.flow, s.endpoint.String(), s.clientID, hex.EncodeToString(secret[:]), s.clientSecretFile,
+		s.flow, s.endpointString(), s.clientID, hex.EncodeToString(secret[:]), s.clientSecretFile,
 		s.authMethod, s.audience, s.resource, s.scopes, s.subjectTokenType, s.requestedTokenType,
 		s.extraParams, s.timeout.String(), s.maxEntries, s.margin.String(), s.negativeTTL.String(),
 		s.maxConcurrent,
+		s.actorKind, s.actorPath, s.actorHeader, s.actorTokenType, s.actorScopes, s.issuer,
+		s.allowInsecure,
 	}
 	// json.Marshal sorts map keys and quotes every string, so the encoding is unambiguous.
 	b, _ := json.Marshal(fields)

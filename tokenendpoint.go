@@ -16,6 +16,9 @@ import (
 const (
 	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 	grantJWTBearer     = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	// grantClientCredentials is also the "flow" of a client-credentials answer: a plain OAuth
+	// access token (see checkTokenType).
+	grantClientCredentials = "client_credentials"
 
 	// maxResponseBody bounds what is read from the token endpoint.
 	maxResponseBody = 1 << 20
@@ -33,7 +36,7 @@ type tokenResult struct {
 
 // endpointClient sends exchange requests to one token endpoint.
 type endpointClient struct {
-	url        string
+	url        string // empty when discovery finds it
 	flow       string
 	clientID   string
 	authMethod string
@@ -43,13 +46,14 @@ type endpointClient struct {
 	form               string // every parameter but the subject token and the client secret, encoded
 	timeout            time.Duration
 	http               *http.Client
+	discovery          *discovery // nil when tokenEndpoint is configured
 }
 
 func newEndpointClient(s *settings) *endpointClient {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 32
 	return &endpointClient{
-		url:                s.endpoint.String(),
+		url:                s.endpointString(),
 		flow:               s.flow,
 		clientID:           s.clientID,
 		authMethod:         s.authMethod,
@@ -58,6 +62,7 @@ func newEndpointClient(s *settings) *endpointClient {
 		form:               staticForm(s),
 		timeout:            s.timeout,
 		http:               &http.Client{Transport: transport, CheckRedirect: noRedirect},
+		discovery:          newDiscovery(s),
 	}
 }
 
@@ -89,24 +94,39 @@ func staticForm(s *settings) string {
 		if s.requestedTokenType != "" {
 			v.Set("requested_token_type", s.requestedTokenType)
 		}
+		if s.actorKind != "" {
+			v.Set("actor_token_type", s.actorTokenType)
+		}
 	}
 	if len(s.scopes) > 0 {
 		v.Set("scope", strings.Join(s.scopes, " "))
 	}
-	if s.authMethod != authBasic {
-		v.Set("client_id", s.clientID)
-	}
 	return v.Encode()
 }
 
-// exchange trades the subject token for a new one. The timeout bounds the whole of it, retry
+// exchange trades the subject token, with the actor token when there is one, for a new token at
+// the endpoint.
+func (c *endpointClient) exchange(endpoint, subjectToken, actorToken, secret string) (tokenResult, *failure) {
+	param := "&subject_token="
+	if c.flow == flowEntra {
+		param = "&assertion="
+	}
+	form := c.form + param + url.QueryEscape(subjectToken)
+	if actorToken != "" {
+		form += "&actor_token=" + url.QueryEscape(actorToken)
+	}
+	return c.post(endpoint, form, secret, c.flow)
+}
+
+// post sends one grant's form with the client authentication and reads the answer; flow says which
+// token the answer must hold (see checkTokenType). The timeout bounds the whole of it, retry
 // included, and does not depend on the client's request: other requests may be waiting for this
-// same exchange. A server error or a broken connection is retried once after a short jittered
+// same answer. A server error or a broken connection is retried once after a short jittered
 // pause when the budget allows; nothing else is.
-func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *failure) {
+func (c *endpointClient) post(endpoint, form, secret, flow string) (tokenResult, *failure) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	res, f, retry := c.attempt(ctx, subjectToken, secret)
+	res, f, retry := c.attempt(ctx, endpoint, form, secret, flow)
 	if !retry {
 		return res, f
 	}
@@ -116,7 +136,7 @@ func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *fa
 	}
 	time.Sleep(pause)
 	first := f
-	res, f, _ = c.attempt(ctx, subjectToken, secret)
+	res, f, _ = c.attempt(ctx, endpoint, form, secret, flow)
 	return res, retried(f, first)
 }
 
@@ -135,8 +155,8 @@ func retried(second, first *failure) *failure {
 }
 
 // attempt sends one request; retry says whether another one may succeed.
-func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret string) (tokenResult, *failure, bool) {
-	req, err := c.newRequest(ctx, subjectToken, secret)
+func (c *endpointClient) attempt(ctx context.Context, endpoint, form, secret, flow string) (tokenResult, *failure, bool) {
+	req, err := c.newRequest(ctx, endpoint, form, secret)
 	if err != nil {
 		return tokenResult{}, failExchange(err.Error()), false
 	}
@@ -158,23 +178,23 @@ func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret strin
 	if len(body) > maxResponseBody {
 		return tokenResult{}, failExchange("the answer is larger than 1 MiB"), false
 	}
-	res, f := parseTokenResponse(resp.StatusCode, body, c.flow, c.requestedTokenType)
+	res, f := parseTokenResponse(resp.StatusCode, body, flow, c.requestedTokenType)
 	return res, f, f != nil && resp.StatusCode >= 500
 }
 
-// newRequest builds the POST with the client authentication of the configured method. With
-// client_secret_basic, id and secret are form-urlencoded before base64 (RFC 6749 section 2.3.1),
-// so secrets holding ":", "%" or "+" survive.
-func (c *endpointClient) newRequest(ctx context.Context, subjectToken, secret string) (*http.Request, error) {
-	param := "subject_token="
-	if c.flow == flowEntra {
-		param = "assertion="
+// newRequest builds the POST of a grant's form with the client authentication of the configured
+// method, the same for every grant the gateway sends. With client_secret_basic, id and secret are
+// form-urlencoded before base64 (RFC 6749 section 2.3.1), so secrets holding ":", "%" or "+"
+// survive.
+func (c *endpointClient) newRequest(ctx context.Context, endpoint, form, secret string) (*http.Request, error) {
+	body := form
+	if c.authMethod != authBasic {
+		body += "&client_id=" + url.QueryEscape(c.clientID)
 	}
-	body := c.form + "&" + param + url.QueryEscape(subjectToken)
 	if c.authMethod == authPost {
 		body += "&client_secret=" + url.QueryEscape(secret)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +256,7 @@ func parseTokenResponse(status int, body []byte, flow, requested string) (tokenR
 }
 
 // checkTokenType makes sure the token is one the backend may get as a bearer token. Entra answers
-// with token_type Bearer. RFC 8693 servers must say what they issued (issued_token_type, section
+// with token_type Bearer, as does a client-credentials grant (flow grantClientCredentials). RFC 8693 servers must say what they issued (issued_token_type, section
 // 2.2.1): it must be the type requested, or a JWT for an access-token request when the server
 // also says token_type Bearer; token_type N_A (not an access token) passes only when another type
 // was requested explicitly. A refresh token or an id_token is never forwarded by mistake.
@@ -245,7 +265,7 @@ func checkTokenType(r tokenResponse, flow, requested string) *failure {
 	if tokenType != "" && tokenType != "bearer" && tokenType != "n_a" {
 		return failExchange("unsupported token_type " + strconv.Quote(r.TokenType) + "; only Bearer tokens can be forwarded")
 	}
-	if flow == flowEntra {
+	if flow != flowRFC8693 {
 		if tokenType == "n_a" {
 			return failExchange("token_type N_A: the answer does not hold an access token")
 		}

@@ -41,6 +41,12 @@ const (
 	webClientSecret       = "web-app-secret"
 	webRedirect           = "http://127.0.0.1/callback"
 
+	// The agents: clients that obtain their own access tokens (client credentials) and act for a
+	// user through the gateway, sending those tokens as actor tokens.
+	AgentA      = "agent-a"
+	AgentB      = "agent-b"
+	AgentSecret = "agent-secret"
+
 	// UserPassword is the password of the provider's users; DemoUser is an administrator, whom
 	// zitadel's example storage lets exchange tokens without an actor token.
 	UserPassword = "verysecure"
@@ -52,9 +58,10 @@ type IdP struct {
 	Issuer        string
 	TokenEndpoint string
 
-	srv       *http.Server
-	exchanges atomic.Int64
-	delay     atomic.Int64 // added before each token-exchange answer, in nanoseconds
+	srv               *http.Server
+	exchanges         atomic.Int64
+	clientCredentials atomic.Int64
+	delay             atomic.Int64 // added before each token-exchange answer, in nanoseconds
 }
 
 var registerOnce sync.Once
@@ -76,9 +83,11 @@ func StartIdP(logTo io.Writer) (*IdP, error) {
 			storage.WebClient(OktaStyleClientID, GatewaySecret),
 			storage.WebClient(KeycloakStyleClientID, GatewaySecret),
 			storage.WebClient(webClientID, webClientSecret, webRedirect),
+			storage.WebClient(AgentA, AgentSecret),
+			storage.WebClient(AgentB, AgentSecret),
 		)
 	})
-	store := jwtStorage{storage.NewStorage(storage.NewUserStore(p.Issuer))}
+	store := jwtStorage{Storage: storage.NewStorage(storage.NewUserStore(p.Issuer)), issuer: p.Issuer}
 	logger := slog.New(slog.NewTextHandler(logTo, nil))
 	router := exampleop.SetupServer(p.Issuer, store, logger, false, op.WithAllowInsecure())
 
@@ -95,6 +104,9 @@ func (p *IdP) DemoUser() string {
 
 // Exchanges counts the token-exchange requests the provider received.
 func (p *IdP) Exchanges() int { return int(p.exchanges.Load()) }
+
+// ClientCredentialsCalls counts the client-credentials requests the provider received.
+func (p *IdP) ClientCredentialsCalls() int { return int(p.clientCredentials.Load()) }
 
 // SetDelay makes every token-exchange answer wait d, to model a slower provider.
 func (p *IdP) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
@@ -114,6 +126,9 @@ func (p *IdP) countExchanges(next http.Handler) http.Handler {
 			body, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			form, _ := url.ParseQuery(string(body))
+			if form.Get("grant_type") == "client_credentials" {
+				p.clientCredentials.Add(1)
+			}
 			if form.Get("grant_type") == "urn:ietf:params:oauth:grant-type:token-exchange" {
 				p.exchanges.Add(1)
 				if d := time.Duration(p.delay.Load()); d > 0 {
@@ -182,6 +197,29 @@ func (p *IdP) Login(username, password string) (string, error) {
 	return tok.AccessToken, nil
 }
 
+// ClientToken returns an access token (a signed JWT whose sub is the client id) that a client of
+// the provider obtains for itself with the client-credentials grant.
+func (p *IdP) ClientToken(clientID, secret string) (string, error) {
+	req, _ := http.NewRequest(http.MethodPost, p.TokenEndpoint, strings.NewReader(url.Values{
+		"grant_type": {"client_credentials"}, "scope": {"openid"},
+	}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
+		return "", fmt.Errorf("client credentials: HTTP %d %s %v", resp.StatusCode, tok.Error, err)
+	}
+	return tok.AccessToken, nil
+}
+
 // redirectTarget returns where a 302 points to.
 func redirectTarget(resp *http.Response, err error) (*url.URL, error) {
 	if err != nil {
@@ -206,9 +244,13 @@ func randomString() string {
 }
 
 // jwtStorage is zitadel's example storage with every client issuing JWT access tokens, so the
-// demo can show the claims of the tokens on both sides of the gateway.
+// demo can show the claims of the tokens on both sides of the gateway, and with delegation
+// completed: the example storage leaves the act claim of an exchange with an actor token commented
+// out (getTokenExchangeClaims), verifies no JWT actor token, and grants client credentials only to
+// its own service user.
 type jwtStorage struct {
 	*storage.Storage
+	issuer string
 }
 
 func (s jwtStorage) GetClientByClientID(ctx context.Context, clientID string) (op.Client, error) {
@@ -229,8 +271,67 @@ func (s jwtStorage) ValidateTokenExchangeRequest(ctx context.Context, request op
 	return s.Storage.ValidateTokenExchangeRequest(ctx, request)
 }
 
+// GetPrivateClaimsFromTokenExchangeRequest adds the delegation claim of RFC 8693 section 4.1: the
+// issued token names the user in sub and the party acting for them in act.
+func (s jwtStorage) GetPrivateClaimsFromTokenExchangeRequest(ctx context.Context, request op.TokenExchangeRequest) (map[string]any, error) {
+	claims, err := s.Storage.GetPrivateClaimsFromTokenExchangeRequest(ctx, request)
+	if err != nil {
+		return nil, err
+	}
+	if actor := request.GetExchangeActor(); actor != "" {
+		if claims == nil {
+			claims = map[string]any{}
+		}
+		claims["act"] = map[string]any{"sub": actor}
+	}
+	return claims, nil
+}
+
+// VerifyExchangeActorToken accepts, as an actor token of type jwt, an access token this provider
+// signed (a Kubernetes service-account token plays that part in production): signature, issuer
+// and expiry are checked by op's access-token verifier. op calls it for token types it does not
+// verify itself.
+func (s jwtStorage) VerifyExchangeActorToken(ctx context.Context, token string, tokenType oidc.TokenType) (string, string, map[string]any, error) {
+	if tokenType != oidc.JWTTokenType {
+		return "", "", nil, fmt.Errorf("actor token type %s is not verified here", tokenType)
+	}
+	verifier := op.NewAccessTokenVerifier(s.issuer, &op.OpenIDKeySet{Storage: s.Storage})
+	claims, err := op.VerifyAccessToken[*oidc.AccessTokenClaims](ctx, token, verifier)
+	if err != nil {
+		return "", "", nil, err
+	}
+	return token, claims.Subject, claims.Claims, nil
+}
+
+// VerifyExchangeSubjectToken accepts no subject token beyond those op verifies itself.
+func (s jwtStorage) VerifyExchangeSubjectToken(ctx context.Context, token string, tokenType oidc.TokenType) (string, string, map[string]any, error) {
+	return "", "", nil, errors.New("subject token not verified")
+}
+
+// ClientCredentials lets the provider's web clients (the gateways, the agents) obtain tokens for
+// themselves, authenticated by their secret; the example's service user keeps working.
+func (s jwtStorage) ClientCredentials(ctx context.Context, clientID, clientSecret string) (op.Client, error) {
+	if err := s.Storage.AuthorizeClientIDSecret(ctx, clientID, clientSecret); err != nil {
+		return s.Storage.ClientCredentials(ctx, clientID, clientSecret)
+	}
+	return s.GetClientByClientID(ctx, clientID)
+}
+
+// ClientCredentialsTokenRequest issues a web client's own token with the client as subject.
+func (s jwtStorage) ClientCredentialsTokenRequest(ctx context.Context, clientID string, scopes []string) (op.TokenRequest, error) {
+	if _, err := s.Storage.GetClientByClientID(ctx, clientID); err != nil {
+		return s.Storage.ClientCredentialsTokenRequest(ctx, clientID, scopes)
+	}
+	return &oidc.JWTTokenRequest{Subject: clientID, Audience: []string{clientID}, Scopes: scopes}, nil
+}
+
 type jwtClient struct {
 	op.Client
 }
 
 func (jwtClient) AccessTokenType() op.AccessTokenType { return op.AccessTokenTypeJWT }
+
+// GrantTypes adds client credentials to what a web client may use.
+func (c jwtClient) GrantTypes() []oidc.GrantType {
+	return append(append([]oidc.GrantType{}, c.Client.GrantTypes()...), oidc.GrantTypeClientCredentials)
+}
