@@ -37,6 +37,9 @@ type exchanger struct {
 	// Guarded by registryMu.
 	refs      int       // live middleware instances using this exchanger
 	idleSince time.Time // when refs dropped to zero
+
+	// What the metrics count (metrics.go).
+	counters *counters
 }
 
 // flight is one exchange in progress; requests for the same subject token wait for it.
@@ -44,16 +47,18 @@ type flight struct {
 	done    chan struct{}
 	entry   *entry
 	failure *failure
+	result  string // for requests_total, the same for every request the flight serves
 }
 
 // obtain returns the entry for a subject token the cache does not hold. Concurrent calls for the
 // same token share one exchange (single flight): the first runs it, the others wait for its result,
-// which the timeout bounds.
+// which the timeout bounds. Each call counts its request's result.
 func (x *exchanger) obtain(token string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
 	x.flightsMu.Lock()
 	if fl := x.flights[key]; fl != nil {
 		x.flightsMu.Unlock()
 		<-fl.done
+		x.count(fl.result)
 		return fl.entry, fl.failure
 	}
 	fl := &flight{done: make(chan struct{})}
@@ -65,11 +70,18 @@ func (x *exchanger) obtain(token string, subjectExp time.Time, key [32]byte, log
 	// An exchange that finished between our cache miss and taking the flight has filled a cache.
 	if e := x.cache.get(key); e != nil {
 		fl.entry = e
+		fl.result = resultHit
 	} else if f := x.rejected(key); f != nil {
 		fl.failure = f
+		fl.result = resultRejectedCached
 	} else {
 		fl.entry, fl.failure = x.run(token, subjectExp, key, log)
+		fl.result = resultExchanged
+		if fl.failure != nil {
+			fl.result = resultFailed
+		}
 	}
+	x.count(fl.result)
 	return fl.entry, fl.failure
 }
 
@@ -93,19 +105,26 @@ func (x *exchanger) rejected(key [32]byte) *failure {
 // token endpoint, then either the failure handling or the storing of the new token.
 // subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
 // A panic (a bug) is answered 502 and logged, rather than leaving the flight and the admission
-// slot taken for ever.
+// slot taken for ever. Each exchange is counted once for the metrics, a panic included.
 func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *logger) (e *entry, f *failure) {
+	counted := false
 	defer func() {
 		if r := recover(); r != nil {
 			log.log(levelError, "token exchange failed", "reason", "internal error", "panic", redact(fmt.Sprint(r), token),
 				"subject", tokenHash(token))
 			f = failInternal // e is still nil: no return statement ran (Yaegi cannot assign a bare nil here)
+			if !counted {
+				x.counters.exchange(failInternal.outcome)
+			}
 		}
 	}()
 	if f := x.admit(token, log); f != nil {
+		x.counters.exchange(f.outcome)
 		return nil, f
 	}
 	res, f, latency := x.roundTrip(token, log)
+	x.counters.exchanged(f, latency)
+	counted = true
 	if f != nil {
 		return nil, x.failed(token, key, f, latency, log)
 	}

@@ -295,18 +295,6 @@ func refs(x *exchanger) int {
 	return x.refs
 }
 
-func idleCount() int {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	n := 0
-	for _, x := range registry {
-		if x.refs == 0 {
-			n++
-		}
-	}
-	return n
-}
-
 // waitFor polls a condition that another goroutine makes true (context.AfterFunc runs its
 // function in a goroutine of its own).
 func waitFor(t *testing.T, cond func() bool) {
