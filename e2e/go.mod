@@ -8,9 +8,18 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
-require github.com/mitchellh/mapstructure v1.5.1-0.20231216201459-8508981c8b6c
+require (
+	github.com/mitchellh/mapstructure v1.5.1-0.20231216201459-8508981c8b6c
+	github.com/prometheus/client_model v0.6.3
+	github.com/prometheus/common v0.73.1
+	github.com/traefik/yaegi v0.16.1
+)
 
-require github.com/traefik/yaegi v0.16.1 // indirect
+require (
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/pandatix/go-abnf v0.5.3 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
 
 require (
 	github.com/bmatcuk/doublestar/v4 v4.10.4 // indirect
