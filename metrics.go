@@ -255,8 +255,12 @@ func optionsSet(config *Config) []string {
 	def := reflect.ValueOf(CreateConfig()).Elem()
 	var set []string
 	for i := 0; i < got.NumField(); i++ {
-		name, _, _ := strings.Cut(got.Type().Field(i).Tag.Get("json"), ",")
-		if name == "metrics" || isDefault(got.Field(i), def.Field(i)) {
+		field := got.Type().Field(i)
+		name, _, _ := strings.Cut(field.Tag.Get("json"), ",")
+		if name == "" {
+			name = field.Name
+		}
+		if field.Name == "Metrics" || isDefault(got.Field(i), def.Field(i)) {
 			continue
 		}
 		set = append(set, name)
