@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -25,6 +26,17 @@ func newMetricsEndpoint(t *testing.T) http.Handler {
 	}
 	return h
 }
+
+// meteredConfig is testConfig with an audience no other test uses: its exchanger is new, so its
+// counters start at zero. (Exchangers of earlier tests stay in the registry; a new token server
+// may get the port of an old one, and the same settings would find the old exchanger.)
+func meteredConfig(endpoint, test string) *Config {
+	c := testConfig(endpoint)
+	c.Audience = []string{"metrics-" + test + "-" + itoa(int(meteredConfigs.Add(1)))}
+	return c
+}
+
+var meteredConfigs atomic.Int32
 
 // scrapeText is the whole answer of a metrics endpoint.
 func scrapeText(t *testing.T) string {
@@ -196,7 +208,7 @@ func TestMetricsFollowTheResponseTable(t *testing.T) {
 			if endpoint == "" {
 				endpoint = newTokenServer(t, tc.respond).url()
 			}
-			c := testConfig(endpoint)
+			c := meteredConfig(endpoint, tc.name)
 			c.Timeout = "300ms"
 			if tc.config != nil {
 				tc.config(c)
@@ -221,7 +233,7 @@ func TestMetricsSingleFlight(t *testing.T) {
 		<-release
 		issue(exchangedToken, 3600)(w, r)
 	})
-	h, _ := newTestMiddleware(t, testConfig(ts.url()))
+	h, _ := newTestMiddleware(t, meteredConfig(ts.url(), "single-flight"))
 	x := h.(*Middleware).x
 	const n = 20
 	var wg sync.WaitGroup
@@ -254,7 +266,7 @@ func TestMetricsBusy(t *testing.T) {
 		<-release
 		issuePerSubject(3600)(w, r)
 	})
-	c := testConfig(ts.url())
+	c := meteredConfig(ts.url(), "busy")
 	c.MaxConcurrentExchanges = 1
 	h, _ := newTestMiddleware(t, c)
 	x := h.(*Middleware).x
@@ -281,9 +293,7 @@ func TestMetricsBusy(t *testing.T) {
 func TestMetricsPanic(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	c := testConfig(ts.url())
-	c.Audience = []string{"metrics-panics"}
-	h, _ := newTestMiddleware(t, c)
+	h, _ := newTestMiddleware(t, meteredConfig(ts.url(), "panic"))
 	x := h.(*Middleware).x
 	x.endpoint.http = nil // every exchange now panics
 
@@ -344,7 +354,7 @@ func contains(list []string, s string) bool {
 func TestMetricsFormat(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	h, _ := newTestMiddleware(t, testConfig(ts.url()))
+	h, _ := newTestMiddleware(t, meteredConfig(ts.url(), "format"))
 	call(h, "Bearer "+userToken)
 
 	rec := httptest.NewRecorder()
@@ -431,8 +441,7 @@ func TestMetricsLabelsEscaped(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
 	b := &backend{}
-	c := testConfig(ts.url())
-	c.Audience = []string{"escaped"}
+	c := meteredConfig(ts.url(), "escaped")
 	name := "we\"ird\\name\nnext@file"
 	h, err := New(context.Background(), b, c, name)
 	if err != nil {
@@ -456,8 +465,7 @@ func TestMetricsLabelsEscaped(t *testing.T) {
 func TestMetricsHoldNoSecret(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issuePerSubject(3600))
-	c := testConfig(ts.url() + "?key=" + remember("endpoint-query-secret-0123456789"))
-	c.Audience = []string{"no-secret"}
+	c := meteredConfig(ts.url()+"?key="+remember("endpoint-query-secret-0123456789"), "no-secret")
 	h, _ := newTestMiddleware(t, c)
 	call(h, "Bearer "+userToken)
 	call(h, "Bearer "+opaqueToken(7))
@@ -479,8 +487,7 @@ func TestMetricsHoldNoSecret(t *testing.T) {
 func TestMetricsSurviveReloadAndGoWithTheCache(t *testing.T) {
 	captureLogs(t)
 	ts := newTokenServer(t, issue(exchangedToken, 3600))
-	c := testConfig(ts.url())
-	c.Audience = []string{"metrics-reload"}
+	c := meteredConfig(ts.url(), "reload")
 	ctx, cancel := context.WithCancel(context.Background())
 	old, err := New(ctx, &backend{}, c, "reload-obo@file")
 	if err != nil {
@@ -512,8 +519,7 @@ func TestMetricsSurviveReloadAndGoWithTheCache(t *testing.T) {
 	registryMu.Lock()
 	x.idleSince = time.Now().Add(-idleGrace - time.Second)
 	registryMu.Unlock()
-	other := testConfig(ts.url())
-	other.Audience = []string{"metrics-reload-other"}
+	other := meteredConfig(ts.url(), "reload-other")
 	newTestMiddleware(t, other) // any New sweeps
 	if text := scrapeText(t); strings.Contains(text, x.id) {
 		t.Error("a dropped exchanger's series are still served")
