@@ -183,7 +183,7 @@ func (a *actorSource) fromFile(log *logger) (string, *failure) {
 	}
 	token, _ := v.(string)
 	if exp, ok := jwtExpiry(token); ok && !exp.After(time.Now()) {
-		return "", failExchange("the actor token in " + a.file.path + " has expired; it was not renewed")
+		return "", failExchange(outcomeClientError, "the actor token in "+a.file.path+" has expired; it was not renewed")
 	}
 	return token, nil
 }
@@ -255,7 +255,7 @@ func gatewayActorFailure(prefix string, f *failure) *failure {
 		g.reason = prefix + f.reason
 		return &g
 	}
-	return failExchangeOAuth(prefix+f.reason, f.oauthError, f.oauthDescription)
+	return failExchangeOAuth(f.outcome, prefix+f.reason, f.oauthError, f.oauthDescription)
 }
 
 // judge turns a failed exchange that carried an actor token into the client's answer. When the
@@ -272,12 +272,12 @@ func (a *actorSource) judge(f *failure, actor string) *failure {
 		return &g
 	}
 	if a.kind == actorHeader {
-		return failActorRejected("the caller's actor token was rejected (actor "+tokenHash(actor)+")", f.oauthError, description)
+		return failActorRejected(f.outcome, "the caller's actor token was rejected (actor "+tokenHash(actor)+")", f.oauthError, description)
 	}
 	if a.kind == actorClientCredentials {
 		a.forget(actor)
 	}
-	return failExchangeOAuth("the authorization server refused the gateway's actor token (actorToken "+a.kind+")", f.oauthError, description)
+	return failExchangeOAuth(outcomeClientError, "the authorization server refused the gateway's actor token (actorToken "+a.kind+")", f.oauthError, description)
 }
 
 // actorRefused reports whether the server refused the exchange because of the actor token. RFC 8693

@@ -511,7 +511,7 @@ func TestActorRefused(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.oauthError+" "+tc.description, func(t *testing.T) {
-			f := failExchangeOAuth("refused", tc.oauthError, tc.description)
+			f := failExchangeOAuth(outcomeClientError, "refused", tc.oauthError, tc.description)
 			if got := actorRefused(f); got != tc.want {
 				t.Errorf("actorRefused = %v, want %v", got, tc.want)
 			}

@@ -186,11 +186,11 @@ func (d *discovery) fetch(client *http.Client) (metadata, *failure) {
 			continue
 		}
 		if err := d.check(m); err != nil {
-			return metadata{}, failExchange("discovery: " + err.Error())
+			return metadata{}, failExchange(outcomeMalformedAnswer, "discovery: "+err.Error())
 		}
 		return m, nil
 	}
-	return metadata{}, failExchange("discovery: no metadata for issuer " + d.issuer + ": " + strings.Join(missing, "; "))
+	return metadata{}, failExchange(outcomeServerError, "discovery: no metadata for issuer "+d.issuer+": "+strings.Join(missing, "; "))
 }
 
 // getMetadata reads one metadata document: a 200 answer of at most 1 MiB holding a JSON object.

@@ -39,6 +39,9 @@ type exchanger struct {
 	// Guarded by registryMu.
 	refs      int       // live middleware instances using this exchanger
 	idleSince time.Time // when refs dropped to zero
+
+	// What the metrics count (metrics.go).
+	counters *counters
 }
 
 // flight is one exchange in progress; requests for the same subject token wait for it.
@@ -46,16 +49,19 @@ type flight struct {
 	done    chan struct{}
 	entry   *entry
 	failure *failure
+	result  string // for requests_total, the same for every request the flight serves
 }
 
 // obtain returns the entry for a subject token the cache does not hold. Concurrent calls for the
 // same key share one exchange (single flight): the first runs it, the others wait for its result,
 // which the timeout bounds. actor is the caller's actor token (header: actors), part of the key.
+// Each call counts its request's result.
 func (x *exchanger) obtain(token, actor string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
 	x.flightsMu.Lock()
 	if fl := x.flights[key]; fl != nil {
 		x.flightsMu.Unlock()
 		<-fl.done
+		x.count(fl.result)
 		return fl.entry, fl.failure
 	}
 	fl := &flight{done: make(chan struct{})}
@@ -67,11 +73,18 @@ func (x *exchanger) obtain(token, actor string, subjectExp time.Time, key [32]by
 	// An exchange that finished between our cache miss and taking the flight has filled a cache.
 	if e := x.cache.get(key); e != nil {
 		fl.entry = e
+		fl.result = resultHit
 	} else if f := x.rejected(key); f != nil {
 		fl.failure = f
+		fl.result = resultRejectedCached
 	} else {
 		fl.entry, fl.failure = x.run(token, actor, subjectExp, key, log)
+		fl.result = resultExchanged
+		if fl.failure != nil {
+			fl.result = resultFailed
+		}
 	}
+	x.count(fl.result)
 	return fl.entry, fl.failure
 }
 
@@ -95,19 +108,26 @@ func (x *exchanger) rejected(key [32]byte) *failure {
 // token endpoint, then either the failure handling or the storing of the new token.
 // subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
 // A panic (a bug) is answered 502 and logged, rather than leaving the flight and the admission
-// slot taken for ever.
+// slot taken for ever. Each exchange is counted once for the metrics, a panic included.
 func (x *exchanger) run(token, actor string, subjectExp time.Time, key [32]byte, log *logger) (e *entry, f *failure) {
+	counted := false
 	defer func() {
 		if r := recover(); r != nil {
 			log.log(levelError, "token exchange failed", "reason", "internal error", "panic", redactActor(redact(fmt.Sprint(r), token), actor),
 				"subject", tokenHash(token))
 			f = failInternal // e is still nil: no return statement ran (Yaegi cannot assign a bare nil here)
+			if !counted {
+				x.counters.exchange(failInternal.outcome)
+			}
 		}
 	}()
 	if f := x.admit(token, log); f != nil {
+		x.counters.exchange(f.outcome)
 		return nil, f
 	}
 	res, f, latency := x.roundTrip(token, actor, log)
+	x.counters.exchanged(f, latency)
+	counted = true
 	if f != nil {
 		return nil, x.failed(token, key, f, latency, log)
 	}

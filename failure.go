@@ -23,6 +23,10 @@ type failure struct {
 	reason           string // what happened, in the plugin's words
 	oauthError       string // the authorization server's error code
 	oauthDescription string // the authorization server's error_description
+
+	// outcome is the exchanges_total label of a failed exchange (metrics.go); empty for a request
+	// refused before any exchange.
+	outcome string
 }
 
 // The client-facing answers. Each body is fixed text, so nothing from the request or the
@@ -40,12 +44,13 @@ var (
 		body:      jsonError("invalid_token", "The token has expired."),
 		reason:    "the subject token's exp has passed; not exchanged",
 	}
-	failInternal = failExchange("internal error in the exchange")
+	failInternal = failExchange(outcomeClientError, "internal error in the exchange")
 	failBusy     = &failure{
 		status:     http.StatusServiceUnavailable,
 		retryAfter: "1",
 		body:       jsonError("token_exchange_busy", "Too many token exchanges are in progress; retry shortly."),
 		reason:     "maxConcurrentExchanges reached",
+		outcome:    outcomeBusy,
 	}
 )
 
@@ -61,8 +66,12 @@ func failMalformed(reason string) *failure {
 }
 
 // failRejected is the answer when the authorization server refused the subject token itself
-// (invalid_grant): for the client, its token is no longer good.
+// (invalid_grant, or access_denied as Dex says it): for the client, its token is no longer good.
 func failRejected(oauthError, description string) *failure {
+	outcome := outcomeInvalidGrant
+	if oauthError == "access_denied" {
+		outcome = outcomeAccessDenied
+	}
 	return &failure{
 		status:           http.StatusUnauthorized,
 		challenge:        `Bearer error="invalid_token"`,
@@ -70,6 +79,7 @@ func failRejected(oauthError, description string) *failure {
 		reason:           "subject token rejected",
 		oauthError:       oauthError,
 		oauthDescription: description,
+		outcome:          outcome,
 	}
 }
 
@@ -89,23 +99,26 @@ func failClaimsChallenge(oauthError, description, claims string) *failure {
 		reason:           "the authorization server requires user interaction",
 		oauthError:       oauthError,
 		oauthDescription: description,
+		outcome:          outcomeClaimsChallenge,
 	}
 }
 
 // failExchange is the answer to everything that is the gateway's or the authorization server's
-// fault: a server error, an unusable answer, a connection that failed.
-func failExchange(reason string) *failure {
+// fault: a server error, an unusable answer, a connection that failed. outcome says which, for
+// the metrics.
+func failExchange(outcome, reason string) *failure {
 	return &failure{
-		status: http.StatusBadGateway,
-		body:   jsonError("token_exchange_failed", "The token exchange failed."),
-		reason: reason,
+		status:  http.StatusBadGateway,
+		body:    jsonError("token_exchange_failed", "The token exchange failed."),
+		reason:  reason,
+		outcome: outcome,
 	}
 }
 
 // failExchangeOAuth is failExchange for an OAuth error answer, whose code and description the
 // operator's log line shows (a configuration the server refuses: invalid_client, invalid_scope).
-func failExchangeOAuth(reason, oauthError, description string) *failure {
-	f := failExchange(reason)
+func failExchangeOAuth(outcome, reason, oauthError, description string) *failure {
+	f := failExchange(outcome, reason)
 	f.oauthError = oauthError
 	f.oauthDescription = description
 	return f
@@ -114,9 +127,10 @@ func failExchangeOAuth(reason, oauthError, description string) *failure {
 // failTimeout is the answer when the exchange did not finish within the configured timeout.
 func failTimeout(reason string) *failure {
 	return &failure{
-		status: http.StatusGatewayTimeout,
-		body:   jsonError("token_exchange_timeout", "The authorization server did not answer in time."),
-		reason: reason,
+		status:  http.StatusGatewayTimeout,
+		body:    jsonError("token_exchange_timeout", "The authorization server did not answer in time."),
+		reason:  reason,
+		outcome: outcomeTimeout,
 	}
 }
 
@@ -142,8 +156,9 @@ var (
 // failActorRejected is the answer when the authorization server refused the actor token the
 // caller sent: for the caller, that credential is not good. It is remembered like a rejected
 // subject token (the cache key covers both).
-func failActorRejected(reason, oauthError, description string) *failure {
+func failActorRejected(outcome, reason, oauthError, description string) *failure {
 	return &failure{
+		outcome:          outcome,
 		status:           http.StatusUnauthorized,
 		challenge:        `Bearer error="invalid_token"`,
 		body:             jsonError("invalid_token", "The actor token was rejected by the authorization server."),

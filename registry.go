@@ -31,8 +31,9 @@ const (
 	maxIdle     = 8
 )
 
-// acquireExchanger returns the exchanger for these settings, creating it if needed.
-func acquireExchanger(s *settings) (*exchanger, error) {
+// acquireExchanger returns the exchanger for these settings, creating it if needed, for the
+// middleware instance Traefik named name.
+func acquireExchanger(s *settings, name string) (*exchanger, error) {
 	fp := fingerprint(s)
 	registryMu.Lock()
 	defer registryMu.Unlock()
@@ -49,6 +50,7 @@ func acquireExchanger(s *settings) (*exchanger, error) {
 	}
 	registry[fp] = x
 	x.refs++
+	x.counters.join(name)
 	return x, nil
 }
 
@@ -66,6 +68,7 @@ func newExchanger(fp string, s *settings) *exchanger {
 		maxConcurrent: int64(s.maxConcurrent),
 		flights:       map[[32]byte]*flight{},
 		actor:         newActorSource(s),
+		counters:      newCounters(),
 	}
 }
 
@@ -77,11 +80,12 @@ func randomID() string {
 }
 
 // releaseExchanger is called when the context of a middleware instance is cancelled.
-func releaseExchanger(x *exchanger) {
+func releaseExchanger(x *exchanger, name string) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	now := time.Now()
 	x.refs--
+	x.counters.leave(name, now)
 	if x.refs == 0 {
 		x.idleSince = now
 	}

@@ -158,14 +158,14 @@ func retried(second, first *failure) *failure {
 func (c *endpointClient) attempt(ctx context.Context, endpoint, form, secret, flow string) (tokenResult, *failure, bool) {
 	req, err := c.newRequest(ctx, endpoint, form, secret)
 	if err != nil {
-		return tokenResult{}, failExchange(err.Error()), false
+		return tokenResult{}, failExchange(outcomeClientError, err.Error()), false
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return tokenResult{}, failTimeout("no answer within the timeout"), false
 		}
-		return tokenResult{}, failExchange("request failed: " + err.Error()), true
+		return tokenResult{}, failExchange(outcomeServerError, "request failed: "+err.Error()), true
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	_ = resp.Body.Close()
@@ -173,10 +173,10 @@ func (c *endpointClient) attempt(ctx context.Context, endpoint, form, secret, fl
 		if ctx.Err() != nil {
 			return tokenResult{}, failTimeout("the answer did not arrive within the timeout"), false
 		}
-		return tokenResult{}, failExchange("reading the answer failed: " + err.Error()), true
+		return tokenResult{}, failExchange(outcomeServerError, "reading the answer failed: "+err.Error()), true
 	}
 	if len(body) > maxResponseBody {
-		return tokenResult{}, failExchange("the answer is larger than 1 MiB"), false
+		return tokenResult{}, failExchange(outcomeMalformedAnswer, "the answer is larger than 1 MiB"), false
 	}
 	res, f := parseTokenResponse(resp.StatusCode, body, flow, c.requestedTokenType)
 	return res, f, f != nil && resp.StatusCode >= 500
@@ -230,23 +230,23 @@ func parseTokenResponse(status int, body []byte, flow, requested string) (tokenR
 		return tokenResult{}, oauthFailure(status, r, jsonErr == nil)
 	}
 	if jsonErr != nil {
-		return tokenResult{}, failExchange("the answer is not JSON")
+		return tokenResult{}, failExchange(outcomeMalformedAnswer, "the answer is not JSON")
 	}
 	if r.AccessToken == "" {
-		return tokenResult{}, failExchangeOAuth("the answer has no access_token", r.Error, r.ErrorDescription)
+		return tokenResult{}, failExchangeOAuth(outcomeMalformedAnswer, "the answer has no access_token", r.Error, r.ErrorDescription)
 	}
 	if !isVisibleASCII(r.AccessToken) {
-		return tokenResult{}, failExchange("the access_token holds characters that cannot go into a header")
+		return tokenResult{}, failExchange(outcomeMalformedAnswer, "the access_token holds characters that cannot go into a header")
 	}
 	if len(r.AccessToken) > maxTokenLength {
-		return tokenResult{}, failExchange("the access_token is longer than 16 KiB")
+		return tokenResult{}, failExchange(outcomeMalformedAnswer, "the access_token is longer than 16 KiB")
 	}
 	if f := checkTokenType(r, flow, requested); f != nil {
 		return tokenResult{}, f
 	}
 	expiresIn, ok := parseExpiresIn(r.ExpiresIn)
 	if !ok {
-		return tokenResult{}, failExchange("expires_in is not a number of seconds")
+		return tokenResult{}, failExchange(outcomeMalformedAnswer, "expires_in is not a number of seconds")
 	}
 	res := tokenResult{header: "Bearer " + r.AccessToken, expiresIn: expiresIn}
 	if exp, ok := jwtExpiry(r.AccessToken); ok {
@@ -263,16 +263,16 @@ func parseTokenResponse(status int, body []byte, flow, requested string) (tokenR
 func checkTokenType(r tokenResponse, flow, requested string) *failure {
 	tokenType := strings.ToLower(r.TokenType)
 	if tokenType != "" && tokenType != "bearer" && tokenType != "n_a" {
-		return failExchange("unsupported token_type " + strconv.Quote(r.TokenType) + "; only Bearer tokens can be forwarded")
+		return failExchange(outcomeMalformedAnswer, "unsupported token_type "+strconv.Quote(r.TokenType)+"; only Bearer tokens can be forwarded")
 	}
 	if flow != flowRFC8693 {
 		if tokenType == "n_a" {
-			return failExchange("token_type N_A: the answer does not hold an access token")
+			return failExchange(outcomeMalformedAnswer, "token_type N_A: the answer does not hold an access token")
 		}
 		return nil
 	}
 	if r.IssuedTokenType == "" {
-		return failExchange("the answer has no issued_token_type (RFC 8693 section 2.2.1)")
+		return failExchange(outcomeMalformedAnswer, "the answer has no issued_token_type (RFC 8693 section 2.2.1)")
 	}
 	explicit := requested != ""
 	if !explicit {
@@ -280,10 +280,10 @@ func checkTokenType(r tokenResponse, flow, requested string) *failure {
 	}
 	jwtForAccess := requested == tokenTypeAccessToken && r.IssuedTokenType == tokenTypeJWT && tokenType == "bearer"
 	if r.IssuedTokenType != requested && !jwtForAccess {
-		return failExchange("issued_token_type " + strconv.Quote(r.IssuedTokenType) + " is not the requested " + requested)
+		return failExchange(outcomeMalformedAnswer, "issued_token_type "+strconv.Quote(r.IssuedTokenType)+" is not the requested "+requested)
 	}
 	if tokenType == "n_a" && (!explicit || requested == tokenTypeAccessToken) {
-		return failExchange("token_type N_A: the server says it did not issue an access token")
+		return failExchange(outcomeMalformedAnswer, "token_type N_A: the server says it did not issue an access token")
 	}
 	return nil
 }
@@ -298,9 +298,9 @@ func oauthFailure(status int, r tokenResponse, isJSON bool) *failure {
 	switch {
 	case !isJSON || r.Error == "":
 		if status >= 300 && status < 400 {
-			return failExchange("the token endpoint answered with redirect " + strconv.Itoa(status) + ", which is not followed")
+			return failExchange(outcomeClientError, "the token endpoint answered with redirect "+strconv.Itoa(status)+", which is not followed")
 		}
-		return failExchange("the token endpoint answered HTTP " + strconv.Itoa(status) + " without an OAuth error")
+		return failExchange(statusOutcome(status), "the token endpoint answered HTTP "+strconv.Itoa(status)+" without an OAuth error")
 	case r.Error == "invalid_grant" && (r.Claims != "" || r.Suberror == "consent_required"):
 		f := failClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
 		f.cacheable = true
@@ -313,7 +313,20 @@ func oauthFailure(status int, r tokenResponse, isJSON bool) *failure {
 	case r.Error == "interaction_required" || r.Error == "consent_required":
 		return failClaimsChallenge(r.Error, r.ErrorDescription, r.Claims)
 	}
-	return failExchangeOAuth("the authorization server refused the exchange (HTTP "+strconv.Itoa(status)+")", r.Error, r.ErrorDescription)
+	return failExchangeOAuth(statusOutcome(status), "the authorization server refused the exchange (HTTP "+strconv.Itoa(status)+")", r.Error, r.ErrorDescription)
+}
+
+// statusOutcome is the metrics outcome of an error answer that is neither a rejection of the
+// user's token nor a claims challenge: a 429 is throttling, a 5xx the server's fault, anything
+// else the server refusing what the gateway sent (its configuration).
+func statusOutcome(status int) string {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return outcomeThrottled
+	case status >= 500:
+		return outcomeServerError
+	}
+	return outcomeClientError
 }
 
 // parseExpiresIn turns expires_in into a lifetime; empty means the server gave none.

@@ -76,13 +76,22 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer traefik.Stop()
-	for _, router := range []string{"orders", "inventory", "reports", "ledger"} {
+	for _, router := range []string{"orders", "inventory", "reports", "ledger", "oboexchange-metrics"} {
 		if _, err := traefik.WaitRouter(router, "enabled", 60*time.Second); err != nil {
 			return 1, fmt.Errorf("%w\n%s", err, traefik.Log())
 		}
 	}
 
+	// The plugin's metrics are scraped while the suite runs, and checked against what it sent.
+	scrapes := startScraper(500 * time.Millisecond)
 	code := m.Run()
+	n, problems := scrapes.finish()
+	problems = append(problems, checkSuiteMetrics()...)
+	fmt.Fprintf(os.Stderr, "plugin metrics: %d scrapes while the suite ran, %d problem(s)\n", n, len(problems))
+	for _, p := range problems {
+		fmt.Fprintln(os.Stderr, "FAIL: plugin metrics:", p)
+		code = 1
+	}
 
 	if leaks := leakedSecrets(traefik.Log()); len(leaks) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: Traefik's log holds %d token(s) or secret(s) of the suite\n", len(leaks))
@@ -124,6 +133,7 @@ func exampleConfigs() (map[string]string, error) {
 			"/run/secrets/obo-client-secret":                                              entraSecretFile,
 			"http://reports:8080":                                                         echo.URL,
 		}},
+		"traefik-metrics.yml": {"monitoring/traefik-metrics.yml", nil},
 	}
 	out := map[string]string{}
 	for name, f := range files {
@@ -193,7 +203,7 @@ type response struct {
 	received env.Received // what the backend saw, when it was reached
 }
 
-var client = &http.Client{Timeout: 30 * time.Second}
+var client = &http.Client{Timeout: 30 * time.Second, Transport: sent} // sent: see metrics_test.go
 
 // send makes a GET through Traefik's web entry point with a Host and an Authorization value.
 func send(t *testing.T, host, path, authorization string) response {

@@ -27,6 +27,7 @@ type Traefik struct {
 	DynamicDir string // the file provider's folder
 	WebURL     string // the "web" entry point
 	APIURL     string // the loopback "traefik" entry point: API, ping, metrics
+	MetricsURL string // the "metrics" entry point: the plugin's own metrics (examples/monitoring)
 
 	cmd     *exec.Cmd
 	logFile *os.File
@@ -134,11 +135,17 @@ func (t *Traefik) staticConfig(otherPlugins []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	metrics, err := freePort()
+	if err != nil {
+		return "", err
+	}
 	t.WebURL = "http://127.0.0.1:" + web
 	t.APIURL = "http://127.0.0.1:" + api
+	t.MetricsURL = "http://127.0.0.1:" + metrics
 	return Example("static/traefik.yml", map[string]string{
 		`":8000"`:              `"127.0.0.1:` + web + `"`,
 		`"127.0.0.1:8080"`:     `"127.0.0.1:` + api + `"`,
+		`":8082"`:              `"127.0.0.1:` + metrics + `"`,
 		"/etc/traefik/dynamic": t.DynamicDir,
 		// Traefik coalesces configuration changes that come within 2 s (providersThrottleDuration);
 		// a shorter window lets each of the suite's many reloads reach the plugin.

@@ -47,6 +47,9 @@ func run(exit bool) error {
 	if err := d.cachedRequest(user, first); err != nil {
 		return err
 	}
+	if err := d.metrics(); err != nil {
+		return err
+	}
 	if exit {
 		fmt.Println("\nDemo complete.")
 		return nil
@@ -131,13 +134,20 @@ func (d *demo) startTraefik() error {
 	if err != nil {
 		return err
 	}
-	if d.traefik, err = env.StartTraefik(map[string]string{"orders.yml": dynamic}); err != nil {
+	metrics, err := env.Example("monitoring/traefik-metrics.yml", nil)
+	if err != nil {
 		return err
 	}
-	if _, err := d.traefik.WaitRouter("orders", "enabled", 60*time.Second); err != nil {
+	if d.traefik, err = env.StartTraefik(map[string]string{"orders.yml": dynamic, "metrics.yml": metrics}); err != nil {
 		return err
 	}
-	fmt.Println("   gateway:", d.traefik.WebURL, "  API and metrics:", d.traefik.APIURL)
+	for _, router := range []string{"orders", "oboexchange-metrics"} {
+		if _, err := d.traefik.WaitRouter(router, "enabled", 60*time.Second); err != nil {
+			return err
+		}
+	}
+	fmt.Println("   gateway:", d.traefik.WebURL, "  Traefik's API and metrics:", d.traefik.APIURL)
+	fmt.Println("   the plugin's metrics (examples/monitoring/traefik-metrics.yml):", d.traefik.MetricsURL+env.PluginMetricsPath)
 	return nil
 }
 
@@ -176,6 +186,38 @@ func (d *demo) cachedRequest(user, first string) error {
 	return nil
 }
 
+// metrics reads the plugin's metrics as Prometheus would (its own text parser) and shows the cache
+// hit ratio and the token endpoint's latency they give.
+func (d *demo) metrics() error {
+	step("The plugin's metrics, read from " + d.traefik.MetricsURL + env.PluginMetricsPath)
+	ms, err := d.traefik.PluginMetrics()
+	if err != nil {
+		return err
+	}
+	orders := map[string]string{"middleware": "orders-obo@file"}
+	hits := ms.Sum("oboexchange_requests_total", with(orders, "result", "hit"))
+	exchanged := ms.Sum("oboexchange_requests_total", with(orders, "result", "exchanged"))
+	if hits+exchanged == 0 {
+		return fmt.Errorf("the metrics show no request of orders-obo@file")
+	}
+	fmt.Printf("   oboexchange_requests_total: %.0f hit, %.0f exchanged: hit ratio %.0f%%\n", hits, exchanged, 100*hits/(hits+exchanged))
+	n := ms.Sum("oboexchange_exchange_duration_seconds", orders)
+	if n > 0 {
+		mean := time.Duration(ms.LatencySum("oboexchange_exchange_duration_seconds", orders) / n * float64(time.Second))
+		fmt.Printf("   oboexchange_exchange_duration_seconds: %.0f exchange(s), %v on average at the token endpoint\n", n, mean.Round(100*time.Microsecond))
+	}
+	return nil
+}
+
+// with returns labels plus one more.
+func with(labels map[string]string, name, value string) map[string]string {
+	out := map[string]string{name: value}
+	for k, v := range labels {
+		out[k] = v
+	}
+	return out
+}
+
 // serve leaves everything running for the reader to try with curl, until Ctrl-C.
 func (d *demo) serve(user string) error {
 	tokenFile := filepath.Join(d.work, "user-token")
@@ -183,6 +225,7 @@ func (d *demo) serve(user string) error {
 		return err
 	}
 	fmt.Printf("\nRunning. Try it (the user token lives 5 minutes):\n\n  curl -s -H \"Host: api.example.com\" -H \"Authorization: Bearer $(cat %s)\" %s/orders/42\n\n", tokenFile, d.traefik.WebURL)
+	fmt.Printf("and read the plugin's metrics:\n\n  curl -s %s%s\n\n", d.traefik.MetricsURL, env.PluginMetricsPath)
 	fmt.Println("Press Ctrl-C to stop.")
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
