@@ -61,6 +61,14 @@ type settings struct {
 	sources        []source
 	upstreamHeader string
 	logLevel       int
+
+	// Secretless client authentication (clientauth.go): the options, the files as New read them,
+	// and the hash of their content for the fingerprint.
+	clientKeyFile, clientCertFile, clientAssertionFile       string
+	clientAssertionAlg, clientKeyID, clientAssertionAudience string
+	tokenEndpointCAFile                                      string
+	clientAuth                                               *clientAuth
+	clientFilesHash                                          string
 }
 
 // parseConfig checks every option and applies the defaults that depend on others. Each check
@@ -75,7 +83,7 @@ func parseConfig(c *Config) (*settings, error) {
 	s := &settings{}
 	checks := []func(*settings, *Config) error{
 		parseFlow, parseEndpoint, parseClient, parseTargets, parseExtraParams, parseDurations,
-		parseLimits, parseSources, parseLogLevel,
+		parseLimits, parseSources, parseLogLevel, parseClientAuth, loadClientAuth,
 	}
 	for _, check := range checks {
 		if err := check(s, c); err != nil {
@@ -153,14 +161,16 @@ func parseClient(s *settings, c *Config) error {
 	switch s.authMethod {
 	case authBasic, authPost:
 		if !hasSecret {
-			return fmt.Errorf("clientSecret or clientSecretFile is required with clientAuthMethod %q (set clientAuthMethod: none for a public client)", s.authMethod)
+			return fmt.Errorf("clientSecret or clientSecretFile is required with clientAuthMethod %q (set clientAuthMethod: none for a public client, or private_key_jwt or tls_client_auth to authenticate with a key)", s.authMethod)
 		}
 	case authNone:
 		if hasSecret {
 			return errors.New(`clientAuthMethod "none" sends no secret, but a client secret is set: remove it, or use client_secret_basic or client_secret_post`)
 		}
+	case authPrivateKeyJWT, authTLSClient:
+		// checked by parseClientAuth (clientauth.go)
 	default:
-		return fmt.Errorf("clientAuthMethod: unknown value %q; use %q, %q or %q", s.authMethod, authBasic, authPost, authNone)
+		return fmt.Errorf("clientAuthMethod: unknown value %q; use %q, %q, %q, %q or %q", s.authMethod, authBasic, authPost, authPrivateKeyJWT, authTLSClient, authNone)
 	}
 	return nil
 }

@@ -123,15 +123,16 @@ func (x *exchanger) admit(token string, log *logger) *failure {
 	return nil
 }
 
-// roundTrip sends the exchange with the current client secret and releases the admission slot.
+// roundTrip sends the exchange with the current client credentials (clientauth.go) and releases
+// the admission slot.
 func (x *exchanger) roundTrip(token string, log *logger) (tokenResult, *failure, time.Duration) {
 	defer x.active.Add(-1)
-	secret, err := x.endpoint.secret.get()
-	if err != nil {
-		log.log(levelWarn, "client secret file could not be read again; the last good secret is used", "error", err.Error())
+	cred, warnings := x.endpoint.auth.current(time.Now())
+	for _, w := range warnings {
+		log.log(levelWarn, w.msg, "error", w.detail)
 	}
 	start := time.Now()
-	res, f := x.endpoint.exchange(token, secret)
+	res, f := x.endpoint.exchange(token, cred)
 	return res, f, time.Since(start)
 }
 

@@ -2,7 +2,6 @@ package oboexchange
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"math/rand"
@@ -10,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -33,31 +33,60 @@ type tokenResult struct {
 
 // endpointClient sends exchange requests to one token endpoint.
 type endpointClient struct {
-	url        string
-	flow       string
-	clientID   string
-	authMethod string
+	url  string
+	flow string
 	// requestedTokenType is what the answer must carry (empty: an access token), see checkTokenType.
 	requestedTokenType string
-	secret             *secretSource
-	form               string // every parameter but the subject token and the client secret, encoded
+	auth               *clientAuth // client authentication, see clientauth.go
+	form               string      // every parameter but the subject token and the client authentication, encoded
 	timeout            time.Duration
-	http               *http.Client
+
+	// http is built for the TLS material it was given (the tls_client_auth certificate, the CAs of
+	// tokenEndpointCAFile) and replaced when that changes; read it with client.
+	httpMu  sync.Mutex
+	http    *http.Client
+	httpTLS tlsMaterial
 }
 
 func newEndpointClient(s *settings) *endpointClient {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 32
+	auth := s.clientAuth
+	if auth == nil { // settings not made by parseConfig (tests): the files are read on first use
+		auth = newClientAuth(s)
+	}
+	cred, _ := auth.current(time.Now())
 	return &endpointClient{
 		url:                s.endpoint.String(),
 		flow:               s.flow,
-		clientID:           s.clientID,
-		authMethod:         s.authMethod,
 		requestedTokenType: s.requestedTokenType,
-		secret:             newSecretSource(s.clientSecret, s.clientSecretFile),
+		auth:               auth,
 		form:               staticForm(s),
 		timeout:            s.timeout,
-		http:               &http.Client{Transport: transport, CheckRedirect: noRedirect},
+		http:               newHTTPClient(cred.tls()),
+		httpTLS:            cred.tls(),
+	}
+}
+
+// client returns the HTTP client for this TLS material, building a new one (and closing the idle
+// connections of the old) when a rotated certificate or CA bundle changed it, so that the next
+// connection uses the new one.
+func (c *endpointClient) client(m tlsMaterial) *http.Client {
+	c.httpMu.Lock()
+	defer c.httpMu.Unlock()
+	if c.http != nil && (m.cert != c.httpTLS.cert || m.roots != c.httpTLS.roots) {
+		old := c.http
+		c.http = newHTTPClient(m)
+		c.httpTLS = m
+		old.CloseIdleConnections()
+	}
+	return c.http
+}
+
+// closeIdle closes the idle connections, when the exchanger is dropped.
+func (c *endpointClient) closeIdle() {
+	c.httpMu.Lock()
+	defer c.httpMu.Unlock()
+	if c.http != nil {
+		c.http.CloseIdleConnections()
 	}
 }
 
@@ -93,9 +122,6 @@ func staticForm(s *settings) string {
 	if len(s.scopes) > 0 {
 		v.Set("scope", strings.Join(s.scopes, " "))
 	}
-	if s.authMethod != authBasic {
-		v.Set("client_id", s.clientID)
-	}
 	return v.Encode()
 }
 
@@ -103,10 +129,10 @@ func staticForm(s *settings) string {
 // included, and does not depend on the client's request: other requests may be waiting for this
 // same exchange. A server error or a broken connection is retried once after a short jittered
 // pause when the budget allows; nothing else is.
-func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *failure) {
+func (c *endpointClient) exchange(subjectToken string, cred credentials) (tokenResult, *failure) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	res, f, retry := c.attempt(ctx, subjectToken, secret)
+	res, f, retry := c.attempt(ctx, subjectToken, cred)
 	if !retry {
 		return res, f
 	}
@@ -116,7 +142,7 @@ func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *fa
 	}
 	time.Sleep(pause)
 	first := f
-	res, f, _ = c.attempt(ctx, subjectToken, secret)
+	res, f, _ = c.attempt(ctx, subjectToken, cred)
 	return res, retried(f, first)
 }
 
@@ -135,12 +161,16 @@ func retried(second, first *failure) *failure {
 }
 
 // attempt sends one request; retry says whether another one may succeed.
-func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret string) (tokenResult, *failure, bool) {
-	req, err := c.newRequest(ctx, subjectToken, secret)
+func (c *endpointClient) attempt(ctx context.Context, subjectToken string, cred credentials) (tokenResult, *failure, bool) {
+	param := "&subject_token="
+	if c.flow == flowEntra {
+		param = "&assertion="
+	}
+	req, err := c.newRequest(ctx, c.form+param+url.QueryEscape(subjectToken), cred)
 	if err != nil {
 		return tokenResult{}, failExchange(err.Error()), false
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.client(cred.tls()).Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return tokenResult{}, failTimeout("no answer within the timeout"), false
@@ -162,17 +192,13 @@ func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret strin
 	return res, f, f != nil && resp.StatusCode >= 500
 }
 
-// newRequest builds the POST with the client authentication of the configured method. With
-// client_secret_basic, id and secret are form-urlencoded before base64 (RFC 6749 section 2.3.1),
-// so secrets holding ":", "%" or "+" survive.
-func (c *endpointClient) newRequest(ctx context.Context, subjectToken, secret string) (*http.Request, error) {
-	param := "subject_token="
-	if c.flow == flowEntra {
-		param = "assertion="
-	}
-	body := c.form + "&" + param + url.QueryEscape(subjectToken)
-	if c.authMethod == authPost {
-		body += "&client_secret=" + url.QueryEscape(secret)
+// newRequest builds the POST of a token-endpoint form (the exchange's, or that of another grant)
+// with the client authentication of the configured method (clientauth.go). Send it with
+// c.client(cred.tls()), which presents the tls_client_auth certificate.
+func (c *endpointClient) newRequest(ctx context.Context, form string, cred credentials) (*http.Request, error) {
+	body, authorization, err := c.auth.authenticate(form, cred, time.Now())
+	if err != nil {
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(body))
 	if err != nil {
@@ -180,9 +206,8 @@ func (c *endpointClient) newRequest(ctx context.Context, subjectToken, secret st
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if c.authMethod == authBasic {
-		pair := url.QueryEscape(c.clientID) + ":" + url.QueryEscape(secret)
-		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(pair)))
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	return req, nil
 }
