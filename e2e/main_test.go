@@ -55,7 +55,12 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer idp.Stop()
-	if entra, err = env.StartEntra(entraClientID, entraSecret, nil); err != nil {
+	credentials, stopSecretless, err := startSecretless()
+	if err != nil {
+		return 1, err
+	}
+	defer stopSecretless()
+	if entra, err = env.StartEntraWith(entraClientID, entraSecret, credentials, nil); err != nil {
 		return 1, err
 	}
 	defer entra.Stop()
@@ -71,7 +76,7 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer traefik.Stop()
-	for _, router := range []string{"orders", "inventory", "reports"} {
+	for _, router := range []string{"orders", "inventory", "reports", "payroll", "invoices", "shipping"} {
 		if _, err := traefik.WaitRouter(router, "enabled", 60*time.Second); err != nil {
 			return 1, fmt.Errorf("%w\n%s", err, traefik.Log())
 		}
@@ -113,6 +118,9 @@ func exampleConfigs() (map[string]string, error) {
 			"/run/secrets/obo-client-secret":                                              entraSecretFile,
 			"http://reports:8080":                                                         echo.URL,
 		}},
+	}
+	for name, f := range secretlessExamples() {
+		files[name] = f
 	}
 	out := map[string]string{}
 	for name, f := range files {
