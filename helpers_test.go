@@ -342,7 +342,7 @@ var (
 )
 
 // testRSAKey returns the n-th 2048-bit RSA test key.
-func testRSAKey(t *testing.T, n int) *rsa.PrivateKey {
+func testRSAKey(t testing.TB, n int) *rsa.PrivateKey {
 	t.Helper()
 	testKeysMu.Lock()
 	defer testKeysMu.Unlock()
@@ -357,7 +357,7 @@ func testRSAKey(t *testing.T, n int) *rsa.PrivateKey {
 	return k
 }
 
-func testECKey(t *testing.T, curve elliptic.Curve) *ecdsa.PrivateKey {
+func testECKey(t testing.TB, curve elliptic.Curve) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(curve, rand.Reader)
 	if err != nil {
@@ -386,7 +386,7 @@ type testCA struct {
 
 var serialCounter atomic.Int64
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key := testECKey(t, elliptic.P256())
 	template := &x509.Certificate{
@@ -411,7 +411,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 
 // issue signs a certificate for public: a server certificate for 127.0.0.1, or a client
 // certificate named cn.
-func (ca *testCA) issue(t *testing.T, public interface{}, cn string, server bool) []byte {
+func (ca *testCA) issue(t testing.TB, public interface{}, cn string, server bool) []byte {
 	t.Helper()
 	template := &x509.Certificate{
 		SerialNumber: big.NewInt(serialCounter.Add(1)),
@@ -433,7 +433,7 @@ func (ca *testCA) issue(t *testing.T, public interface{}, cn string, server bool
 }
 
 // tlsCertificate is a server certificate of this CA for 127.0.0.1.
-func (ca *testCA) tlsCertificate(t *testing.T) tls.Certificate {
+func (ca *testCA) tlsCertificate(t testing.TB) tls.Certificate {
 	t.Helper()
 	key := testECKey(t, elliptic.P256())
 	return tls.Certificate{Certificate: [][]byte{ca.issue(t, &key.PublicKey, "127.0.0.1", true)}, PrivateKey: key}
@@ -450,7 +450,7 @@ func pemEncode(blockType string, der []byte) []byte {
 }
 
 // pkcs8PEM is a test key as a PKCS#8 PEM file.
-func pkcs8PEM(t *testing.T, key interface{}) []byte {
+func pkcs8PEM(t testing.TB, key interface{}) []byte {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -460,7 +460,7 @@ func pkcs8PEM(t *testing.T, key interface{}) []byte {
 }
 
 // writeTestFile writes data to dir/name and returns the path.
-func writeTestFile(t *testing.T, dir, name string, data []byte) string {
+func writeTestFile(t testing.TB, dir, name string, data []byte) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -471,7 +471,7 @@ func writeTestFile(t *testing.T, dir, name string, data []byte) string {
 
 // newTLSTokenServer is a token endpoint over TLS with a server certificate of ca. With clientCA,
 // it requires a client certificate signed by that CA, as an RFC 8705 server does.
-func newTLSTokenServer(t *testing.T, ca, clientCA *testCA, respond func(w http.ResponseWriter, r *http.Request)) *tokenServer {
+func newTLSTokenServer(t testing.TB, ca, clientCA *testCA, respond func(w http.ResponseWriter, r *http.Request)) *tokenServer {
 	t.Helper()
 	ts := &tokenServer{respond: respond}
 	ts.srv = httptest.NewUnstartedServer(ts.handler())
