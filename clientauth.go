@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"strings"
@@ -229,7 +230,7 @@ func (a *clientAuth) load() error {
 			continue
 		}
 		if err := f.load(); err != nil {
-			return err
+			return withFix(err)
 		}
 	}
 	if a.key == nil {
@@ -242,6 +243,17 @@ func (a *clientAuth) load() error {
 	}
 	a.pair = pair
 	return nil
+}
+
+// withFix adds what to do to a file that cannot be read (a parse error already says it).
+func withFix(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%v; mount the file there (read-only, in Traefik's pod) or correct the path", err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%v; let the user Traefik runs as read the file", err)
+	}
+	return err
 }
 
 // files returns the current key and certificate (the last good ones if a file went bad).

@@ -398,6 +398,7 @@ func TestClientAuthConfigErrors(t *testing.T) {
 			c.ClientAuthMethod, c.ClientKeyFile, c.ClientCertFile, c.ClientKeyID = "tls_client_auth", keyPath, certPath, "k"
 		}, "clientKeyId: shape a private_key_jwt assertion; remove them with tls_client_auth"},
 		{"missing key file", func(c *Config) { c.ClientKeyFile = missing }, "clientKeyFile: open " + missing},
+		{"missing key file: the fix", func(c *Config) { c.ClientKeyFile = missing }, "; mount the file there (read-only, in Traefik's pod) or correct the path"},
 		{"unreadable key file", func(c *Config) { c.ClientKeyFile = dir }, "clientKeyFile:"},
 		{"encrypted key", func(c *Config) { c.ClientKeyFile = encrypted }, "clientKeyFile: " + encrypted + ": the key is encrypted"},
 		{"not a private key", func(c *Config) { c.ClientKeyFile = certPath }, "clientKeyFile: " + certPath + ": no private key found, only CERTIFICATE"},
@@ -608,5 +609,59 @@ func TestTLSFilesRotationWhileRequestsFlow(t *testing.T) {
 	wantStatus(t, call(h, "Bearer "+opaqueToken(502)), http.StatusNoContent)
 	if countLines(logs.String(), warning) != before+1 {
 		t.Errorf("want one warning for the bad CA bundle:\n%s", logs.String())
+	}
+}
+
+// The assertion file renewed while requests flow, atomically as the kubelet writes it: no
+// request fails, each sends one of the assertions written, and the last one once it is in place.
+func TestAssertionRotationWhileRequestsFlow(t *testing.T) {
+	logs := captureLogs(t)
+	dir := t.TempDir()
+	written := map[string]bool{}
+	var writtenMu sync.Mutex
+	write := func(i int) string {
+		a := testJWT(map[string]interface{}{"iss": "https://oidc.example", "sub": "system:serviceaccount:traefik:traefik", "exp": time.Now().Add(time.Hour).Unix(), "n": i})
+		writtenMu.Lock()
+		written[a] = true
+		writtenMu.Unlock()
+		writeTestFile(t, dir, "token.tmp", []byte(a))
+		if err := os.Rename(filepath.Join(dir, "token.tmp"), filepath.Join(dir, "token")); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	write(0)
+	var unknown atomic.Int64
+	var last atomic.Value
+	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		a := r.PostForm.Get("client_assertion")
+		writtenMu.Lock()
+		ok := written[a]
+		writtenMu.Unlock()
+		if !ok {
+			unknown.Add(1)
+		}
+		last.Store(a)
+		issuePerSubject(3600)(w, r)
+	})
+	c := privateKeyJWTConfig(ts.url())
+	c.ClientAssertionFile = filepath.Join(dir, "token")
+	h, _ := newTestMiddleware(t, c)
+	stop := make(chan struct{})
+	flow := flowRequests(h, stop)
+	var final string
+	for i := 1; i <= 5; i++ {
+		flow.waitSent(t, 10)
+		final = write(i)
+	}
+	flow.waitSent(t, 10)
+	close(stop)
+	flow.wg.Wait()
+	if flow.failed.Load() != 0 || unknown.Load() != 0 || last.Load() != final {
+		t.Errorf("%d of %d requests failed, %d sent an assertion never written, last sent is the final one: %v\n%s",
+			flow.failed.Load(), flow.sent.Load(), unknown.Load(), last.Load() == final, logs.String())
+	}
+	if strings.Contains(logs.String(), "level=warn") {
+		t.Errorf("an atomic renewal logged a warning:\n%s", logs.String())
 	}
 }
