@@ -161,7 +161,7 @@ func (a *actorSource) load() error {
 // token returns the actor token for one exchange: the caller's (header:), the file's, or the
 // gateway's client-credentials token, obtained at endpoint with the configured client
 // authentication. Without actorToken it is "".
-func (a *actorSource) token(c *endpointClient, endpoint, secret, caller string, log *logger) (string, *failure) {
+func (a *actorSource) token(c *endpointClient, endpoint string, cred credentials, caller string, log *logger) (string, *failure) {
 	if a == nil {
 		return "", nil
 	}
@@ -171,7 +171,7 @@ func (a *actorSource) token(c *endpointClient, endpoint, secret, caller string, 
 	case actorFile:
 		return a.fromFile(log)
 	}
-	return a.clientCredentials(c, endpoint, secret)
+	return a.clientCredentials(c, endpoint, cred)
 }
 
 // fromFile reads the actor token file again (it is re-read when it changes; on an error, the last
@@ -191,7 +191,7 @@ func (a *actorSource) fromFile(log *logger) (string, *failure) {
 // clientCredentials returns the gateway's own access token: cached, or obtained by one request
 // that concurrent exchanges share (single flight). A flight starts as an internal failure, so that
 // a panic in the request cannot hand its waiters an empty token.
-func (a *actorSource) clientCredentials(c *endpointClient, endpoint, secret string) (string, *failure) {
+func (a *actorSource) clientCredentials(c *endpointClient, endpoint string, cred credentials) (string, *failure) {
 	a.mu.Lock()
 	if a.cached != "" && a.expires > time.Since(epoch) {
 		token := a.cached
@@ -207,7 +207,7 @@ func (a *actorSource) clientCredentials(c *endpointClient, endpoint, secret stri
 	a.flight = fl
 	a.mu.Unlock()
 	defer a.land(fl)
-	fl.token, fl.failure = a.fetch(c, endpoint, secret)
+	fl.token, fl.failure = a.fetch(c, endpoint, cred)
 	return fl.token, fl.failure
 }
 
@@ -221,9 +221,9 @@ func (a *actorSource) land(fl *actorFlight) {
 
 // fetch sends the client-credentials request and caches its token by the lifetime rule of the
 // exchanged tokens (expires_in or exp, less the margin). A refusal is the gateway's fault.
-func (a *actorSource) fetch(c *endpointClient, endpoint, secret string) (string, *failure) {
+func (a *actorSource) fetch(c *endpointClient, endpoint string, cred credentials) (string, *failure) {
 	now := time.Now()
-	res, f := c.post(endpoint, a.ccForm, secret, grantClientCredentials)
+	res, f := c.post(endpoint, a.ccForm, cred, grantClientCredentials)
 	if f != nil {
 		return "", gatewayActorFailure("the client-credentials request for the actor token failed: ", f)
 	}

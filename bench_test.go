@@ -2,6 +2,7 @@ package oboexchange
 
 import (
 	"context"
+	"crypto/elliptic"
 	"crypto/sha256"
 	"net/http"
 	"net/http/httptest"
@@ -65,5 +66,83 @@ func BenchmarkCacheMemory(b *testing.B) {
 		perEntry := float64(after.HeapAlloc-before.HeapAlloc) / n
 		b.ReportMetric(perEntry-float64(len(header)), "bytes-beyond-token/entry")
 		runtime.KeepAlive(c)
+	}
+}
+
+// benchmarkMiss measures a cache miss (every request a new user) with one client authentication
+// method, against an instant token endpoint over TLS behind a test CA (tokenEndpointCAFile), so
+// that the methods differ only in what each adds: a signature, a file read, a client certificate.
+func benchmarkMiss(b *testing.B, method string) {
+	dir := b.TempDir()
+	ca, clientCA := newTestCA(b, "bench server CA"), newTestCA(b, "bench client CA")
+	var required *testCA
+	c := CreateConfig()
+	c.ClientID, c.Audience, c.LogLevel, c.CacheMaxEntries = "gateway", []string{"api://orders"}, "off", 1000000
+	c.TokenEndpointCAFile = writeTestFile(b, dir, "ca.pem", ca.pem)
+	c.ClientAuthMethod = "private_key_jwt"
+	switch method {
+	case "secret":
+		c.ClientAuthMethod, c.ClientSecret = "client_secret_basic", "s3cret"
+	case "RS256", "PS256":
+		c.ClientKeyFile, c.ClientAssertionAlg = writeTestFile(b, dir, "key.pem", pkcs8PEM(b, testRSAKey(b, 1))), method
+	case "ES256":
+		c.ClientKeyFile = writeTestFile(b, dir, "key.pem", pkcs8PEM(b, testECKey(b, elliptic.P256())))
+	case "assertion file":
+		c.ClientAssertionFile = writeTestFile(b, dir, "token", []byte(benchAssertion))
+	case "mTLS":
+		key := testECKey(b, elliptic.P256())
+		c.ClientAuthMethod, required = "tls_client_auth", clientCA
+		c.ClientKeyFile = writeTestFile(b, dir, "tls.key", pkcs8PEM(b, key))
+		c.ClientCertFile = writeTestFile(b, dir, "tls.crt", pemEncode("CERTIFICATE", clientCA.issue(b, &key.PublicKey, "gateway", false)))
+	}
+	ts := newTLSTokenServer(b, ca, required, func(w http.ResponseWriter, r *http.Request) {
+		answer(w, 200, bearerAccessToken+`"access_token":"x-`+r.PostForm.Get("subject_token")+`","expires_in":3600}`)
+	})
+	c.TokenEndpoint = ts.url()
+	h, err := New(context.Background(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), c, "bench-miss")
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req.Header["Authorization"] = []string{"Bearer miss-" + strconv.Itoa(i) + "-eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2ln"}
+		h.ServeHTTP(w, req)
+	}
+	b.StopTimer()
+	if w.Code != http.StatusOK {
+		b.Fatalf("status %d: %s", w.Code, w.Body.String())
+	}
+}
+
+// benchAssertion stands for a projected service-account token (the endpoint does not check it).
+const benchAssertion = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJpc3MiOiJodHRwczovL29pZGMuZXhhbXBsZSIsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDp0cmFlZmlrOnRyYWVmaWsiLCJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwiZXhwIjo0MTAyNDQ0ODAwfQ.c2lnbmF0dXJl"
+
+func BenchmarkCacheMiss(b *testing.B) {
+	for _, method := range []string{"secret", "RS256", "PS256", "ES256", "assertion file", "mTLS"} {
+		b.Run(method, func(b *testing.B) { benchmarkMiss(b, method) })
+	}
+}
+
+// BenchmarkSignAssertion is the cost of signing one client assertion, the part of a
+// private_key_jwt miss that grows with the key.
+func BenchmarkSignAssertion(b *testing.B) {
+	keys := map[string]interface{}{"RS256": testRSAKey(b, 1), "PS256": testRSAKey(b, 1), "ES256": testECKey(b, elliptic.P256()), "ES384": testECKey(b, elliptic.P384())}
+	for _, alg := range []string{"RS256", "PS256", "ES256", "ES384"} {
+		b.Run(alg, func(b *testing.B) {
+			k, err := parsePrivateKey(pkcs8PEM(b, keys[alg]), alg, flowRFC8693)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := signAssertion(k, nil, "gateway", "https://idp.example.com/token", "", time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

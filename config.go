@@ -72,6 +72,14 @@ type settings struct {
 	issuer         string   // as configured; endpoint is nil when set
 	issuerURL      *url.URL // issuer, parsed
 	allowInsecure  bool     // allowInsecureTokenEndpoint, which also rules the discovered endpoint
+
+	// Secretless client authentication (clientauth.go): the options, the files as New read them,
+	// and the hash of their content for the fingerprint.
+	clientKeyFile, clientCertFile, clientAssertionFile       string
+	clientAssertionAlg, clientKeyID, clientAssertionAudience string
+	tokenEndpointCAFile                                      string
+	clientAuth                                               *clientAuth
+	clientFilesHash                                          string
 }
 
 // parseConfig checks every option and applies the defaults that depend on others. Each check
@@ -86,7 +94,7 @@ func parseConfig(c *Config) (*settings, error) {
 	s := &settings{}
 	checks := []func(*settings, *Config) error{
 		parseFlow, parseEndpoint, parseClient, parseTargets, parseExtraParams, parseDurations,
-		parseLimits, parseSources, parseLogLevel, parseActor, parseIssuer,
+		parseLimits, parseSources, parseLogLevel, parseActor, parseIssuer, parseClientAuth, loadClientAuth,
 	}
 	for _, check := range checks {
 		if err := check(s, c); err != nil {
@@ -178,14 +186,16 @@ func parseClient(s *settings, c *Config) error {
 	switch s.authMethod {
 	case authBasic, authPost:
 		if !hasSecret {
-			return fmt.Errorf("clientSecret or clientSecretFile is required with clientAuthMethod %q (set clientAuthMethod: none for a public client)", s.authMethod)
+			return fmt.Errorf("clientSecret or clientSecretFile is required with clientAuthMethod %q (set clientAuthMethod: none for a public client, or private_key_jwt or tls_client_auth to authenticate with a key)", s.authMethod)
 		}
 	case authNone:
 		if hasSecret {
 			return errors.New(`clientAuthMethod "none" sends no secret, but a client secret is set: remove it, or use client_secret_basic or client_secret_post`)
 		}
+	case authPrivateKeyJWT, authTLSClient:
+		// checked by parseClientAuth (clientauth.go)
 	default:
-		return fmt.Errorf("clientAuthMethod: unknown value %q; use %q, %q or %q", s.authMethod, authBasic, authPost, authNone)
+		return fmt.Errorf("clientAuthMethod: unknown value %q; use %q, %q, %q, %q or %q", s.authMethod, authBasic, authPost, authPrivateKeyJWT, authTLSClient, authNone)
 	}
 	return nil
 }
@@ -355,6 +365,15 @@ func (s *settings) endpointString() string {
 		return ""
 	}
 	return s.endpoint.String()
+}
+
+// serverURL is the token endpoint's URL, or the issuer's when the endpoint is discovered: its scheme
+// rules the checks of options that need https.
+func (s *settings) serverURL() *url.URL {
+	if s.endpoint == nil {
+		return s.issuerURL
+	}
+	return s.endpoint
 }
 
 // host is the authorization server's host, for log lines: the token endpoint's, or the issuer's.

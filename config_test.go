@@ -26,7 +26,7 @@ func TestConfigErrors(t *testing.T) {
 		{"two secrets", func(c *Config) { c.ClientSecretFile = "/run/secret" }, "clientSecret and clientSecretFile are both set"},
 		{"no secret for basic", func(c *Config) { c.ClientSecret = "" }, `clientSecret or clientSecretFile is required with clientAuthMethod "client_secret_basic"`},
 		{"secret with none", func(c *Config) { c.ClientAuthMethod = "none" }, `clientAuthMethod "none" sends no secret`},
-		{"unknown auth method", func(c *Config) { c.ClientAuthMethod = "private_key_jwt" }, `clientAuthMethod: unknown value "private_key_jwt"`},
+		{"unknown auth method", func(c *Config) { c.ClientAuthMethod = "client_secret_jwt" }, `clientAuthMethod: unknown value "client_secret_jwt"`},
 		{"entra without scopes", func(c *Config) { c.Flow = "entra"; c.Audience = nil }, `scopes is required with flow "entra"`},
 		{"entra with audience", func(c *Config) { c.Flow = "entra"; c.Scopes = []string{"api://x/.default"} }, "audience and resource are RFC 8693 parameters"},
 		{"entra with token type", func(c *Config) {

@@ -145,25 +145,25 @@ func (x *exchanger) admit(token string, log *logger) *failure {
 	return nil
 }
 
-// roundTrip sends the exchange with the current client secret, to the token endpoint (discovered
-// when issuer is set), with the actor token when one is configured, and releases the admission
-// slot. callerActor is the caller's actor token (header: actors).
+// roundTrip sends the exchange with the current client credentials (clientauth.go), to the token
+// endpoint (discovered when issuer is set), with the actor token when one is configured, and
+// releases the admission slot. callerActor is the caller's actor token (header: actors).
 func (x *exchanger) roundTrip(token, callerActor string, log *logger) (tokenResult, *failure, time.Duration) {
 	defer x.active.Add(-1)
-	secret, err := x.endpoint.secret.get()
-	if err != nil {
-		log.log(levelWarn, "client secret file could not be read again; the last good secret is used", "error", err.Error())
+	cred, warnings := x.endpoint.auth.current(time.Now())
+	for _, w := range warnings {
+		log.log(levelWarn, w.msg, "error", w.detail)
 	}
 	start := time.Now()
 	endpoint, f := x.endpoint.tokenURL(log)
 	if f != nil {
 		return tokenResult{}, f, time.Since(start)
 	}
-	actor, f := x.actor.token(x.endpoint, endpoint, secret, callerActor, log)
+	actor, f := x.actor.token(x.endpoint, endpoint, cred, callerActor, log)
 	if f != nil {
 		return tokenResult{}, f, time.Since(start)
 	}
-	res, f := x.endpoint.exchange(endpoint, token, actor, secret)
+	res, f := x.endpoint.exchange(endpoint, token, actor, cred)
 	if f != nil && actor != "" {
 		f = x.actor.judge(f, actor)
 	}

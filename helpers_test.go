@@ -3,12 +3,28 @@ package oboexchange
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -86,6 +102,7 @@ func captureLogs(t *testing.T) *logBuffer {
 type recorded struct {
 	form   url.Values
 	header http.Header
+	peer   *x509.Certificate // the client certificate of the TLS handshake, if any
 }
 
 // tokenServer is an httptest token endpoint that records each request and answers with respond.
@@ -101,16 +118,25 @@ type tokenServer struct {
 func newTokenServer(t *testing.T, respond func(w http.ResponseWriter, r *http.Request)) *tokenServer {
 	t.Helper()
 	ts := &tokenServer{respond: respond, path: "/t" + itoa(int(servers.Add(1))) + "/oauth2/token"}
-	ts.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts.srv = httptest.NewServer(ts.handler())
+	t.Cleanup(func() { ts.srv.Close() })
+	return ts
+}
+
+// handler records each request, then answers it with respond.
+func (ts *tokenServer) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
+		rec := recorded{form: r.PostForm, header: r.Header.Clone()}
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			rec.peer = r.TLS.PeerCertificates[0]
+		}
 		ts.mu.Lock()
-		ts.reqs = append(ts.reqs, recorded{form: r.PostForm, header: r.Header.Clone()})
+		ts.reqs = append(ts.reqs, rec)
 		ts.mu.Unlock()
 		ts.calls.Add(1)
 		ts.respond(w, r)
-	}))
-	t.Cleanup(func() { ts.srv.Close() })
-	return ts
+	})
 }
 
 // servers numbers the token servers of the test binary.
@@ -376,4 +402,222 @@ func callWith(h http.Handler, pairs ...string) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
+}
+
+// Keys, certificates and assertions for the client authentication tests. Keys are generated in
+// the tests, not committed; RSA keys are slow to make, so each is made once per test binary.
+var (
+	testKeysMu  sync.Mutex
+	testRSAKeys = map[int]*rsa.PrivateKey{}
+)
+
+// testRSAKey returns the n-th 2048-bit RSA test key.
+func testRSAKey(t testing.TB, n int) *rsa.PrivateKey {
+	t.Helper()
+	testKeysMu.Lock()
+	defer testKeysMu.Unlock()
+	if k := testRSAKeys[n]; k != nil {
+		return k
+	}
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testRSAKeys[n] = k
+	return k
+}
+
+func testECKey(t testing.TB, curve elliptic.Curve) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(curve, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// publicOf returns the public half of a test key.
+func publicOf(key interface{}) interface{} {
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return &k.PublicKey
+	case *ecdsa.PrivateKey:
+		return &k.PublicKey
+	}
+	return nil
+}
+
+// testCA is a private certificate authority of the tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+var serialCounter atomic.Int64
+
+func newTestCA(t testing.TB, name string) *testCA {
+	t.Helper()
+	key := testECKey(t, elliptic.P256())
+	template := &x509.Certificate{
+		SerialNumber:          big.NewInt(serialCounter.Add(1)),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, pem: pemEncode("CERTIFICATE", der)}
+}
+
+// issue signs a certificate for public: a server certificate for 127.0.0.1, or a client
+// certificate named cn.
+func (ca *testCA) issue(t testing.TB, public interface{}, cn string, server bool) []byte {
+	t.Helper()
+	template := &x509.Certificate{
+		SerialNumber: big.NewInt(serialCounter.Add(1)),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		template.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		template.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, ca.cert, public, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// tlsCertificate is a server certificate of this CA for 127.0.0.1.
+func (ca *testCA) tlsCertificate(t testing.TB) tls.Certificate {
+	t.Helper()
+	key := testECKey(t, elliptic.P256())
+	return tls.Certificate{Certificate: [][]byte{ca.issue(t, &key.PublicKey, "127.0.0.1", true)}, PrivateKey: key}
+}
+
+func (ca *testCA) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+func pemEncode(blockType string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der})
+}
+
+// pkcs8PEM is a test key as a PKCS#8 PEM file.
+func pkcs8PEM(t testing.TB, key interface{}) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemEncode("PRIVATE KEY", der)
+}
+
+// writeTestFile writes data to dir/name and returns the path.
+func writeTestFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// newTLSTokenServer is a token endpoint over TLS with a server certificate of ca. With clientCA,
+// it requires a client certificate signed by that CA, as an RFC 8705 server does.
+func newTLSTokenServer(t testing.TB, ca, clientCA *testCA, respond func(w http.ResponseWriter, r *http.Request)) *tokenServer {
+	t.Helper()
+	ts := &tokenServer{respond: respond}
+	ts.srv = httptest.NewUnstartedServer(ts.handler())
+	ts.srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.tlsCertificate(t)}, MinVersion: tls.VersionTLS12}
+	if clientCA != nil {
+		ts.srv.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+		ts.srv.TLS.ClientCAs = clientCA.pool()
+	}
+	ts.srv.StartTLS()
+	t.Cleanup(func() { ts.srv.Close() })
+	return ts
+}
+
+// verifyAssertion checks a client assertion's signature with the public key, for its alg, and
+// returns its header and claims. RSA-PSS is verified with a salt of exactly 32 bytes, the hash
+// length; ECDSA signatures must be r and s of the curve's size.
+func verifyAssertion(t *testing.T, assertion string, public interface{}) (map[string]interface{}, map[string]interface{}) {
+	t.Helper()
+	parts := strings.Split(assertion, ".")
+	if len(parts) != 3 {
+		t.Fatalf("assertion has %d parts", len(parts))
+	}
+	header, claims := decodePart(t, parts[0]), decodePart(t, parts[1])
+	signature, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	input := []byte(parts[0] + "." + parts[1])
+	sum256 := sha256.Sum256(input)
+	sum384 := sha512.Sum384(input)
+	alg, _ := header["alg"].(string) // a string: Yaegi cannot switch on an interface{} against string cases
+	switch alg {
+	case "RS256":
+		err = rsa.VerifyPKCS1v15(public.(*rsa.PublicKey), crypto.SHA256, sum256[:], signature)
+	case "PS256":
+		err = rsa.VerifyPSS(public.(*rsa.PublicKey), crypto.SHA256, sum256[:], signature, &rsa.PSSOptions{SaltLength: 32})
+	case "ES256":
+		err = verifyECDSA(public.(*ecdsa.PublicKey), sum256[:], signature, 32)
+	case "ES384":
+		err = verifyECDSA(public.(*ecdsa.PublicKey), sum384[:], signature, 48)
+	default:
+		t.Fatalf("alg %q", alg)
+	}
+	if err != nil {
+		t.Fatalf("%s signature does not verify: %v", alg, err)
+	}
+	return header, claims
+}
+
+func verifyECDSA(public *ecdsa.PublicKey, digest, signature []byte, size int) error {
+	if len(signature) != 2*size {
+		return fmt.Errorf("signature is %d bytes, want %d (r and s of %d bytes)", len(signature), 2*size, size)
+	}
+	r := new(big.Int).SetBytes(signature[:size])
+	s := new(big.Int).SetBytes(signature[size:])
+	if !ecdsa.Verify(public, digest, r, s) {
+		return errors.New("ecdsa.Verify failed")
+	}
+	return nil
+}
+
+func decodePart(t *testing.T, part string) map[string]interface{} {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(part)
+	if err != nil {
+		t.Fatalf("part %q: %v", part, err)
+	}
+	var m map[string]interface{}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("part %q: %v", raw, err)
+	}
+	return m
+}
+
+// x5tS256 computes the x5t#S256 of a certificate independently of the plugin.
+func x5tS256(der []byte) string {
+	sum := sha256.Sum256(der)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }

@@ -48,6 +48,15 @@ type Config struct {
 
 	// Metrics makes the instance serve the plugin's Prometheus metrics instead (metrics.go).
 	Metrics bool `json:"metrics,omitempty"`
+
+	// Secretless client authentication: private_key_jwt, tls_client_auth, private CAs (clientauth.go).
+	ClientKeyFile           string `json:"clientKeyFile,omitempty"`
+	ClientCertFile          string `json:"clientCertFile,omitempty"`
+	ClientAssertionFile     string `json:"clientAssertionFile,omitempty"`
+	ClientAssertionAlg      string `json:"clientAssertionAlg,omitempty"`
+	ClientKeyID             string `json:"clientKeyId,omitempty"`
+	ClientAssertionAudience string `json:"clientAssertionAudience,omitempty"`
+	TokenEndpointCAFile     string `json:"tokenEndpointCAFile,omitempty"`
 }
 
 // CreateConfig returns the defaults that need no setting. Defaults that depend on the flow

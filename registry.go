@@ -42,9 +42,6 @@ func acquireExchanger(s *settings, name string) (*exchanger, error) {
 	if x == nil {
 		x = newExchanger(fp, s)
 	}
-	if err := x.endpoint.secret.load(); err != nil {
-		return nil, err
-	}
 	if err := x.actor.load(); err != nil {
 		return nil, err
 	}
@@ -161,13 +158,14 @@ func sweepLater() {
 
 func drop(fp string, x *exchanger) {
 	delete(registry, fp)
-	x.endpoint.http.CloseIdleConnections()
+	x.endpoint.closeIdle()
 }
 
 // fingerprint identifies the settings that shape the exchange and the cache. Two instances share
 // an exchanger, and so cached tokens, only when all of these are equal. The secret is included
 // through its hash, so a changed secret starts a new cache rather than serving tokens obtained
-// with the old one. The fingerprint is never logged: a short hash of a weak secret could be
+// with the old one; the files of the client authentication enter by path and by a hash of their
+// content (clientAuth.contentHash). The fingerprint is never logged: a short hash of a weak secret could be
 // confirmed by guessing offline.
 func fingerprint(s *settings) string {
 	secret := sha256.Sum256([]byte(s.clientSecret))
@@ -178,6 +176,8 @@ func fingerprint(s *settings) string {
 		s.maxConcurrent,
 		s.actorKind, s.actorPath, s.actorHeader, s.actorTokenType, s.actorScopes, s.issuer,
 		s.allowInsecure,
+		s.clientKeyFile, s.clientCertFile, s.clientAssertionFile, s.clientAssertionAlg, s.clientKeyID,
+		s.clientAssertionAudience, s.tokenEndpointCAFile, s.clientFilesHash,
 	}
 	// json.Marshal sorts map keys and quotes every string, so the encoding is unambiguous.
 	b, _ := json.Marshal(fields)

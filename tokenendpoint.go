@@ -2,7 +2,6 @@ package oboexchange
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"math/rand"
@@ -10,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -34,35 +34,64 @@ type tokenResult struct {
 	exp       time.Time     // the new token's own exp claim, when it is a JWT
 }
 
-// endpointClient sends exchange requests to one token endpoint.
+// endpointClient sends requests to one token endpoint.
 type endpointClient struct {
-	url        string // empty when discovery finds it
-	flow       string
-	clientID   string
-	authMethod string
+	url  string // empty when discovery finds it
+	flow string
 	// requestedTokenType is what the answer must carry (empty: an access token), see checkTokenType.
 	requestedTokenType string
-	secret             *secretSource
-	form               string // every parameter but the subject token and the client secret, encoded
+	auth               *clientAuth // client authentication, see clientauth.go
+	form               string      // every parameter but the subject token and the client authentication, encoded
 	timeout            time.Duration
-	http               *http.Client
 	discovery          *discovery // nil when tokenEndpoint is configured
+
+	// http is built for the TLS material it was given (the tls_client_auth certificate, the CAs of
+	// tokenEndpointCAFile) and replaced when that changes; read it with client.
+	httpMu  sync.Mutex
+	http    *http.Client
+	httpTLS tlsMaterial
 }
 
 func newEndpointClient(s *settings) *endpointClient {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 32
+	auth := s.clientAuth
+	if auth == nil { // settings not made by parseConfig (tests): the files are read on first use
+		auth = newClientAuth(s)
+	}
+	cred, _ := auth.current(time.Now())
 	return &endpointClient{
 		url:                s.endpointString(),
 		flow:               s.flow,
-		clientID:           s.clientID,
-		authMethod:         s.authMethod,
 		requestedTokenType: s.requestedTokenType,
-		secret:             newSecretSource(s.clientSecret, s.clientSecretFile),
+		auth:               auth,
 		form:               staticForm(s),
 		timeout:            s.timeout,
-		http:               &http.Client{Transport: transport, CheckRedirect: noRedirect},
 		discovery:          newDiscovery(s),
+		http:               newHTTPClient(cred.tls()),
+		httpTLS:            cred.tls(),
+	}
+}
+
+// client returns the HTTP client for this TLS material, building a new one (and closing the idle
+// connections of the old) when a rotated certificate or CA bundle changed it, so that the next
+// connection uses the new one.
+func (c *endpointClient) client(m tlsMaterial) *http.Client {
+	c.httpMu.Lock()
+	defer c.httpMu.Unlock()
+	if c.http != nil && (m.cert != c.httpTLS.cert || m.roots != c.httpTLS.roots) {
+		old := c.http
+		c.http = newHTTPClient(m)
+		c.httpTLS = m
+		old.CloseIdleConnections()
+	}
+	return c.http
+}
+
+// closeIdle closes the idle connections, when the exchanger is dropped.
+func (c *endpointClient) closeIdle() {
+	c.httpMu.Lock()
+	defer c.httpMu.Unlock()
+	if c.http != nil {
+		c.http.CloseIdleConnections()
 	}
 }
 
@@ -106,7 +135,7 @@ func staticForm(s *settings) string {
 
 // exchange trades the subject token, with the actor token when there is one, for a new token at
 // the endpoint.
-func (c *endpointClient) exchange(endpoint, subjectToken, actorToken, secret string) (tokenResult, *failure) {
+func (c *endpointClient) exchange(endpoint, subjectToken, actorToken string, cred credentials) (tokenResult, *failure) {
 	param := "&subject_token="
 	if c.flow == flowEntra {
 		param = "&assertion="
@@ -115,7 +144,7 @@ func (c *endpointClient) exchange(endpoint, subjectToken, actorToken, secret str
 	if actorToken != "" {
 		form += "&actor_token=" + url.QueryEscape(actorToken)
 	}
-	return c.post(endpoint, form, secret, c.flow)
+	return c.post(endpoint, form, cred, c.flow)
 }
 
 // post sends one grant's form with the client authentication and reads the answer; flow says which
@@ -123,10 +152,10 @@ func (c *endpointClient) exchange(endpoint, subjectToken, actorToken, secret str
 // included, and does not depend on the client's request: other requests may be waiting for this
 // same answer. A server error or a broken connection is retried once after a short jittered
 // pause when the budget allows; nothing else is.
-func (c *endpointClient) post(endpoint, form, secret, flow string) (tokenResult, *failure) {
+func (c *endpointClient) post(endpoint, form string, cred credentials, flow string) (tokenResult, *failure) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	res, f, retry := c.attempt(ctx, endpoint, form, secret, flow)
+	res, f, retry := c.attempt(ctx, endpoint, form, cred, flow)
 	if !retry {
 		return res, f
 	}
@@ -136,7 +165,7 @@ func (c *endpointClient) post(endpoint, form, secret, flow string) (tokenResult,
 	}
 	time.Sleep(pause)
 	first := f
-	res, f, _ = c.attempt(ctx, endpoint, form, secret, flow)
+	res, f, _ = c.attempt(ctx, endpoint, form, cred, flow)
 	return res, retried(f, first)
 }
 
@@ -155,12 +184,12 @@ func retried(second, first *failure) *failure {
 }
 
 // attempt sends one request; retry says whether another one may succeed.
-func (c *endpointClient) attempt(ctx context.Context, endpoint, form, secret, flow string) (tokenResult, *failure, bool) {
-	req, err := c.newRequest(ctx, endpoint, form, secret)
+func (c *endpointClient) attempt(ctx context.Context, endpoint, form string, cred credentials, flow string) (tokenResult, *failure, bool) {
+	req, err := c.newRequest(ctx, endpoint, form, cred)
 	if err != nil {
 		return tokenResult{}, failExchange(outcomeClientError, err.Error()), false
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.client(cred.tls()).Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return tokenResult{}, failTimeout("no answer within the timeout"), false
@@ -182,17 +211,14 @@ func (c *endpointClient) attempt(ctx context.Context, endpoint, form, secret, fl
 	return res, f, f != nil && resp.StatusCode >= 500
 }
 
-// newRequest builds the POST of a grant's form with the client authentication of the configured
-// method, the same for every grant the gateway sends. With client_secret_basic, id and secret are
-// form-urlencoded before base64 (RFC 6749 section 2.3.1), so secrets holding ":", "%" or "+"
-// survive.
-func (c *endpointClient) newRequest(ctx context.Context, endpoint, form, secret string) (*http.Request, error) {
-	body := form
-	if c.authMethod != authBasic {
-		body += "&client_id=" + url.QueryEscape(c.clientID)
-	}
-	if c.authMethod == authPost {
-		body += "&client_secret=" + url.QueryEscape(secret)
+// newRequest builds the POST of a grant's form (the exchange's, or that of another grant) to the
+// endpoint, with the client authentication of the configured method (clientauth.go), the same for
+// every grant the gateway sends. Send it with c.client(cred.tls()), which presents the
+// tls_client_auth certificate.
+func (c *endpointClient) newRequest(ctx context.Context, endpoint, form string, cred credentials) (*http.Request, error) {
+	body, authorization, err := c.auth.authenticate(form, endpoint, cred, time.Now())
+	if err != nil {
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(body))
 	if err != nil {
@@ -200,9 +226,8 @@ func (c *endpointClient) newRequest(ctx context.Context, endpoint, form, secret 
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if c.authMethod == authBasic {
-		pair := url.QueryEscape(c.clientID) + ":" + url.QueryEscape(secret)
-		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(pair)))
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	return req, nil
 }

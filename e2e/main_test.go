@@ -60,7 +60,12 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer dex.Stop()
-	if entra, err = env.StartEntra(entraClientID, entraSecret, nil); err != nil {
+	credentials, stopSecretless, err := startSecretless()
+	if err != nil {
+		return 1, err
+	}
+	defer stopSecretless()
+	if entra, err = env.StartEntraWith(entraClientID, entraSecret, credentials, nil); err != nil {
 		return 1, err
 	}
 	defer entra.Stop()
@@ -76,7 +81,7 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer traefik.Stop()
-	for _, router := range []string{"orders", "inventory", "reports", "ledger", "oboexchange-metrics"} {
+	for _, router := range []string{"orders", "inventory", "reports", "ledger", "oboexchange-metrics", "payroll", "invoices", "shipping"} {
 		if _, err := traefik.WaitRouter(router, "enabled", 60*time.Second); err != nil {
 			return 1, fmt.Errorf("%w\n%s", err, traefik.Log())
 		}
@@ -134,6 +139,9 @@ func exampleConfigs() (map[string]string, error) {
 			"http://reports:8080":                                                         echo.URL,
 		}},
 		"traefik-metrics.yml": {"monitoring/traefik-metrics.yml", nil},
+	}
+	for name, f := range secretlessExamples() {
+		files[name] = f
 	}
 	out := map[string]string{}
 	for name, f := range files {

@@ -6,8 +6,19 @@
 // an AADSTS error body with trace fields, and the step-up and consent answers
 // for a few special users.
 //
+// The gateway's app may authenticate with its secret, with a certificate
+// credential (a client assertion it signs, naming the certificate by its
+// x5t#S256) or with a federated identity credential (a client assertion issued
+// by a trusted issuer, such as a Kubernetes service-account token). Client
+// assertions are verified as Entra does, with the JOSE library `jose`: the
+// signature against the registered certificate or the issuer's published keys,
+// then aud, iss and sub, and the validity times.
+//
 // Environment: ENTRA_TENANT (default contoso), ENTRA_CLIENT_ID and
-// ENTRA_CLIENT_SECRET (the middle-tier app, that is the gateway).
+// ENTRA_CLIENT_SECRET (the middle-tier app, that is the gateway);
+// ENTRA_CLIENT_CERTS, a PEM file of the certificates uploaded to the app;
+// ENTRA_FEDERATED_CREDENTIALS, a JSON list of the app's federated identity
+// credentials, each {"issuer", "subject", "audiences": [...]}.
 // ENTRA_STDIN_CONTROL=1 makes stdin a control channel from the parent process:
 // a line "sync N" is echoed as {"event":"sync","n":N}, and end of input stops
 // the server, so it never outlives a test binary that was killed.
@@ -16,12 +27,19 @@
 // "token" line per token-endpoint request. Tokens and secrets are never printed.
 
 import { createServer } from 'node:http';
-import { createHash, createPublicKey, randomUUID, verify } from 'node:crypto';
+import { createHash, createPublicKey, randomUUID, verify, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { OAuth2Issuer, OAuth2Service } from 'oauth2-mock-server';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, importX509, jwtVerify } from 'jose';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+// Entra accepts a few minutes of clock skew on client assertions.
+const CLOCK_SKEW = 300;
+// Entra verifies certificate credentials signed with RSA only.
+const CERTIFICATE_ALGORITHMS = ['RS256', 'PS256'];
 const TOKEN_LIFETIME = 3600;
 // Conditional Access policy id named in the step-up claims challenge.
 const MFA_POLICY_ID = '3d6c2a8e-5f0b-4c1e-9a7d-2b4f6e8c1a90';
@@ -71,7 +89,24 @@ function readConfig() {
     process.stderr.write('entra-mock: set ENTRA_CLIENT_ID and ENTRA_CLIENT_SECRET; ENTRA_TENANT must be a plain name\n');
     process.exit(2);
   }
-  return { tenant, clientId, clientSecret };
+  const certificates = readCertificates(process.env.ENTRA_CLIENT_CERTS);
+  const federated = JSON.parse(process.env.ENTRA_FEDERATED_CREDENTIALS || '[]');
+  return { tenant, clientId, clientSecret, certificates, federated };
+}
+
+// readCertificates loads the certificates uploaded to the app registration,
+// each with the thumbprints a client assertion may name it by.
+function readCertificates(path) {
+  if (!path) return [];
+  const pems = readFileSync(path, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return pems.map((pem) => {
+    const der = new X509Certificate(pem).raw;
+    return {
+      pem,
+      x5tS256: createHash('sha256').update(der).digest('base64url'),
+      x5t: createHash('sha1').update(der).digest('base64url'),
+    };
+  });
 }
 
 async function handle(req, res) {
@@ -82,10 +117,10 @@ async function handle(req, res) {
   }
   const raw = await readBody(req);
   const form = parseForm(req, raw);
-  const call = { grantType: form.get('grant_type') ?? '', sub: '', error: '' };
+  const call = { grantType: form.get('grant_type') ?? '', sub: '', error: '', clientAuth: '' };
   logBeforeSending(res, call);
 
-  const refusal = checkTokenRequest(req, form, call);
+  const refusal = await checkTokenRequest(req, form, call);
   if (refusal) {
     call.error = refusal.body.error;
     sendJson(res, refusal.status, refusal.body);
@@ -101,13 +136,13 @@ function logBeforeSending(res, call) {
   const end = res.end.bind(res);
   res.end = (...args) => {
     const error = call.error || (res.statusCode >= 400 ? 'invalid_request' : '');
-    print({ event: 'token', grant_type: call.grantType, status: res.statusCode, error, sub: call.sub });
+    print({ event: 'token', grant_type: call.grantType, status: res.statusCode, error, sub: call.sub, client_auth: call.clientAuth });
     return end(...args);
   };
 }
 
 // checkTokenRequest returns Entra's refusal of the request, or null.
-function checkTokenRequest(req, form, call) {
+async function checkTokenRequest(req, form, call) {
   if (req.method !== 'POST') {
     return entraError(400, 'invalid_request', 900561, `The endpoint only accepts POST requests. Received a ${req.method} request.`);
   }
@@ -129,13 +164,13 @@ function checkTokenRequest(req, form, call) {
   return checkOboRequest(req, form, call);
 }
 
-// checkOboRequest applies the checks of Microsoft's On-Behalf-Of request with
-// a shared secret, in the order: parameters present, client, parameter values,
+// checkOboRequest applies the checks of Microsoft's On-Behalf-Of request, in
+// the order: parameters present, client, client credential, parameter values,
 // assertion, user.
-function checkOboRequest(req, form, call) {
+async function checkOboRequest(req, form, call) {
   const client = clientCredentials(req, form);
   if (!client.id) return missingParameter('client_id');
-  if (!client.secret) {
+  if (!client.secret && !client.assertion) {
     return entraError(401, 'invalid_client', 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.");
   }
   for (const name of ['assertion', 'scope', 'requested_token_use']) {
@@ -148,10 +183,8 @@ function checkOboRequest(req, form, call) {
       'This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. ' +
       'You may have sent your authentication request to the wrong tenant.');
   }
-  if (client.secret !== config.clientSecret) {
-    return entraError(401, 'invalid_client', 7000215,
-      `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${config.clientId}'.`);
-  }
+  const credential = client.assertion ? await checkClientAssertion(form, client, call) : checkClientSecret(client, call);
+  if (credential) return credential;
   if (form.get('requested_token_use') !== 'on_behalf_of') {
     return entraError(400, 'invalid_request', 9002313, "Invalid request. Request is malformed or invalid. 'requested_token_use' must be 'on_behalf_of'.");
   }
@@ -167,7 +200,8 @@ function checkOboRequest(req, form, call) {
 }
 
 // clientCredentials reads HTTP Basic client authentication, which Entra
-// accepts too, or else client_id and client_secret from the body.
+// accepts too, or else client_id and client_secret (or client_assertion) from
+// the body.
 function clientCredentials(req, form) {
   const header = req.headers.authorization ?? '';
   if (/^basic /i.test(header)) {
@@ -178,7 +212,141 @@ function clientCredentials(req, form) {
       return { id: formDecode(decoded.slice(0, colon)), secret: formDecode(decoded.slice(colon + 1)) };
     }
   }
-  return { id: form.get('client_id') ?? '', secret: form.get('client_secret') ?? '' };
+  return {
+    id: form.get('client_id') ?? '',
+    secret: form.get('client_secret') ?? '',
+    assertion: form.get('client_assertion') ?? '',
+    assertionType: form.get('client_assertion_type') ?? '',
+  };
+}
+
+function checkClientSecret(client, call) {
+  if (client.secret !== config.clientSecret) {
+    return entraError(401, 'invalid_client', 7000215,
+      `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${config.clientId}'.`);
+  }
+  call.clientAuth = 'secret';
+  return null;
+}
+
+// checkClientAssertion verifies a client assertion as Entra does: one the app
+// signed itself (iss = client id) is a certificate credential, any other must
+// come from the issuer of one of the app's federated identity credentials.
+async function checkClientAssertion(form, client, call) {
+  if (client.secret) {
+    return entraError(400, 'invalid_request', 9002313, "Invalid request. Request is malformed or invalid. Send either 'client_secret' or 'client_assertion', not both.");
+  }
+  if (client.assertionType !== CLIENT_ASSERTION_TYPE) {
+    return client.assertionType ? entraError(400, 'invalid_request', 9002313,
+      `Invalid request. Request is malformed or invalid. 'client_assertion_type' must be '${CLIENT_ASSERTION_TYPE}'.`) : missingParameter('client_assertion_type');
+  }
+  let header;
+  let claims;
+  try {
+    header = decodeProtectedHeader(client.assertion);
+    claims = decodeJwt(client.assertion);
+  } catch {
+    return entraError(400, 'invalid_request', 50027, 'JWT token is invalid or malformed.');
+  }
+  const ownAssertion = claims.iss === config.clientId || claims.sub === config.clientId;
+  call.clientAuth = ownAssertion ? 'certificate' : 'federated';
+  const audiences = [claims.aud].flat().filter((a) => a !== undefined);
+  if (audiences.length > 1) {
+    return entraError(401, 'invalid_client', 5002741,
+      `Number of audience values in the provided client credential exceed maximum allowed. ${audiences.length} audience values provided, maximum allowed is 1.`);
+  }
+  return ownAssertion ? checkCertificateAssertion(client.assertion, header, claims) : checkFederatedAssertion(client.assertion, claims);
+}
+
+// checkCertificateAssertion: the assertion names a certificate uploaded to the
+// app by its thumbprint; iss and sub are the app; aud is this token endpoint
+// (or the tenant's issuer); the signature verifies with the certificate.
+async function checkCertificateAssertion(assertion, header, claims) {
+  if (claims.iss !== config.clientId || claims.sub !== config.clientId) {
+    return entraError(401, 'invalid_client', 700021,
+      "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .");
+  }
+  const thumbprint = header['x5t#S256'] ?? header.x5t ?? '';
+  const certificate = config.certificates.find((c) => (header['x5t#S256'] ? c.x5tS256 === header['x5t#S256'] : c.x5t === header.x5t));
+  if (!certificate) {
+    return entraError(401, 'invalid_client', 700027,
+      `The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '${thumbprint}', ` +
+      `Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '${config.clientId}'.]`);
+  }
+  const accepted = [issuer.url + tokenPath, `${issuer.url}/${config.tenant}/v2.0`];
+  if (!accepted.includes(claims.aud)) {
+    return entraError(401, 'invalid_client', 700023,
+      'Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .');
+  }
+  if (!CERTIFICATE_ALGORITHMS.includes(header.alg)) {
+    return invalidSignature(`The algorithm '${header.alg}' is not supported for certificate credentials.`);
+  }
+  const key = await importX509(certificate.pem, header.alg);
+  return verifyAssertion(assertion, key, { algorithms: CERTIFICATE_ALGORITHMS });
+}
+
+// checkFederatedAssertion: a federated identity credential of the app names
+// the assertion's issuer, subject and audience; the signature verifies with
+// the keys the issuer publishes (its OpenID discovery document's jwks_uri).
+async function checkFederatedAssertion(assertion, claims) {
+  const docs = 'Check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation';
+  const byIssuer = config.federated.filter((f) => f.issuer === claims.iss);
+  if (byIssuer.length === 0) {
+    return entraError(401, 'invalid_client', 700211, `No matching federated identity record found for presented assertion issuer '${claims.iss}'. ${docs}`);
+  }
+  const bySubject = byIssuer.filter((f) => f.subject === claims.sub);
+  if (bySubject.length === 0) {
+    return entraError(401, 'invalid_client', 700213, `No matching federated identity record found for presented assertion subject '${claims.sub}'. ${docs}`);
+  }
+  const audience = [claims.aud].flat()[0];
+  const credential = bySubject.find((f) => f.audiences.includes(audience));
+  if (!credential) {
+    return entraError(401, 'invalid_client', 700212, `No matching federated identity record found for presented assertion audience '${audience}'. ${docs}`);
+  }
+  let keys;
+  try {
+    keys = await issuerKeys(credential.issuer);
+  } catch (err) {
+    return invalidSignature(`The signing keys of issuer '${credential.issuer}' could not be retrieved: ${err.message}`);
+  }
+  return verifyAssertion(assertion, keys, { issuer: credential.issuer, subject: credential.subject, audience: credential.audiences });
+}
+
+const jwksByIssuer = new Map();
+
+// issuerKeys finds an issuer's keys through its OpenID discovery document.
+async function issuerKeys(iss) {
+  if (!jwksByIssuer.has(iss)) {
+    const response = await fetch(`${iss.replace(/\/$/, '')}/.well-known/openid-configuration`);
+    if (!response.ok) throw new Error(`discovery answered HTTP ${response.status}`);
+    const discovery = await response.json();
+    jwksByIssuer.set(iss, createRemoteJWKSet(new URL(discovery.jwks_uri)));
+  }
+  return jwksByIssuer.get(iss);
+}
+
+// verifyAssertion checks the signature and the validity times with jose, and
+// maps its failures to Entra's codes.
+async function verifyAssertion(assertion, key, options) {
+  try {
+    await jwtVerify(assertion, key, { ...options, clockTolerance: CLOCK_SKEW, requiredClaims: ['exp'] });
+    return null;
+  } catch (err) {
+    if (err instanceof joseErrors.JWTExpired || (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'nbf')) {
+      const claims = decodeJwt(assertion);
+      return entraError(401, 'invalid_client', 700024,
+        `Client assertion is not within its valid time range. Current time: ${isoTime(Date.now() / 1000)}, assertion valid from ${isoTime(claims.nbf ?? claims.iat)}, ` +
+        `expiry time of assertion ${isoTime(claims.exp)}. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .`);
+    }
+    if (err instanceof joseErrors.JWSSignatureVerificationFailed || err instanceof joseErrors.JWKSNoMatchingKey) {
+      return invalidSignature('The key was found, but use of the key to verify the signature failed.');
+    }
+    return entraError(400, 'invalid_request', 50027, `JWT token is invalid or malformed. ${err.message}`);
+  }
+}
+
+function invalidSignature(reason) {
+  return entraError(401, 'invalid_client', 700027, `Client assertion contains an invalid signature. [Reason - ${reason}]`);
 }
 
 function formDecode(s) {

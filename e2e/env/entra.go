@@ -33,6 +33,7 @@ type Entra struct {
 
 	mu       sync.Mutex
 	calls    map[string]int // token-endpoint calls by grant type
+	auths    map[string]int // OBO calls by client authentication: secret, certificate, federated
 	synced   int            // highest sync marker node has echoed
 	syncSeen chan struct{}  // closed and replaced whenever synced grows
 	nextSync int
@@ -45,7 +46,25 @@ type mockEvent struct {
 	TokenEndpoint string `json:"token_endpoint"`
 	JWKSURI       string `json:"jwks_uri"`
 	GrantType     string `json:"grant_type"`
+	ClientAuth    string `json:"client_auth"`
 	N             int    `json:"n"`
+}
+
+// EntraCredentials are the credentials of the gateway's app registration besides its secret.
+type EntraCredentials struct {
+	// CertificateFile is a PEM file of the certificates uploaded to the app ("Certificates &
+	// secrets", Certificates): client assertions signed with their keys are accepted.
+	CertificateFile string
+	// Federated are the app's federated identity credentials.
+	Federated []FederatedCredential
+}
+
+// FederatedCredential trusts the assertions an external issuer makes for one subject
+// (Entra: "Certificates & secrets", Federated credentials).
+type FederatedCredential struct {
+	Issuer    string   `json:"issuer"`
+	Subject   string   `json:"subject"`
+	Audiences []string `json:"audiences"`
 }
 
 const entraTenant = "contoso"
@@ -54,6 +73,19 @@ const entraTenant = "contoso"
 // `node entra-mock.mjs` for the app registration clientID/clientSecret and waits until it
 // listens. The mock's stdout and stderr are copied to logTo, which may be nil.
 func StartEntra(clientID, clientSecret string, logTo io.Writer) (*Entra, error) {
+	return StartEntraWith(clientID, clientSecret, EntraCredentials{}, logTo)
+}
+
+// StartEntraWith is StartEntra for an app registration that also has certificate or federated
+// credentials.
+func StartEntraWith(clientID, clientSecret string, creds EntraCredentials, logTo io.Writer) (*Entra, error) {
+	federated, err := json.Marshal(creds.Federated)
+	if err != nil {
+		return nil, err
+	}
+	if creds.Federated == nil {
+		federated = []byte("[]")
+	}
 	log := &lockedWriter{w: io.Discard}
 	if logTo != nil {
 		log.w = logTo
@@ -72,6 +104,7 @@ func StartEntra(clientID, clientSecret string, logTo io.Writer) (*Entra, error) 
 		stderr:   &tailBuffer{max: 4096},
 		client:   &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 		calls:    map[string]int{},
+		auths:    map[string]int{},
 		syncSeen: make(chan struct{}),
 	}
 	e.cmd = exec.Command("node", "entra-mock.mjs")
@@ -80,6 +113,8 @@ func StartEntra(clientID, clientSecret string, logTo io.Writer) (*Entra, error) 
 		"ENTRA_TENANT="+entraTenant,
 		"ENTRA_CLIENT_ID="+clientID,
 		"ENTRA_CLIENT_SECRET="+clientSecret,
+		"ENTRA_CLIENT_CERTS="+creds.CertificateFile,
+		"ENTRA_FEDERATED_CREDENTIALS="+string(federated),
 		"ENTRA_STDIN_CONTROL=1")
 	e.cmd.Stderr = io.MultiWriter(log, e.stderr)
 	if e.stdin, err = e.cmd.StdinPipe(); err != nil {
@@ -172,6 +207,9 @@ func (e *Entra) readStdout(stdout io.Reader, log io.Writer, ready chan<- mockEve
 		case "token":
 			e.mu.Lock()
 			e.calls[ev.GrantType]++
+			if ev.ClientAuth != "" {
+				e.auths[ev.ClientAuth]++
+			}
 			e.mu.Unlock()
 		case "sync":
 			e.mu.Lock()
@@ -222,6 +260,15 @@ func (e *Entra) Calls(grantType string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.calls[grantType]
+}
+
+// ClientAuthCalls returns the OBO calls seen so far whose client authentication was of a kind:
+// "secret", "certificate" or "federated" (refused ones included, once the mock knew the kind).
+func (e *Entra) ClientAuthCalls(kind string) int {
+	e.sync()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.auths[kind]
 }
 
 // sync waits until node echoes a marker sent now. Node prints a call's line before it answers

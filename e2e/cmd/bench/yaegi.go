@@ -163,6 +163,9 @@ func inProcess(rounds, ops int, memEntries int) error {
 	if err := missCost(missHandler, idp.URL, rounds); err != nil {
 		return err
 	}
+	if err := missCostByMethod(gopath, rounds); err != nil {
+		return err
+	}
 	if memEntries > 0 {
 		return cacheMemory(gopath, idp.URL, next, memEntries)
 	}
