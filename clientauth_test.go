@@ -665,3 +665,46 @@ func TestAssertionRotationWhileRequestsFlow(t *testing.T) {
 		t.Errorf("an atomic renewal logged a warning:\n%s", logs.String())
 	}
 }
+
+// The secretless methods work with the other features that send requests: with issuer, the
+// assertion's default audience is the discovered token endpoint; the client-credentials request
+// of an actorToken: client_credentials is authenticated like the exchange.
+func TestPrivateKeyJWTWithDiscoveryAndActor(t *testing.T) {
+	captureLogs(t)
+	key := testECKey(t, elliptic.P256())
+	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.PostForm.Get("grant_type") == grantClientCredentials {
+			answer(w, 200, `{"access_token":"gateway-actor-token","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		issuePerSubject(3600)(w, r)
+	})
+	ms := newMetadataServer(t, map[string]string{oidcPath: metadataDoc("ISSUER", ts.url(), "")})
+	keyPath, _, _ := keyFiles(t, t.TempDir(), key, false)
+	c := privateKeyJWTConfig("")
+	c.Issuer = ms.url
+	c.ClientKeyFile = keyPath
+	c.ActorToken = "client_credentials"
+	h, _ := newTestMiddleware(t, c)
+
+	wantStatus(t, call(h, "Bearer "+opaqueToken(500)), http.StatusNoContent)
+	ts.mu.Lock()
+	reqs := append([]recorded(nil), ts.reqs...)
+	ts.mu.Unlock()
+	if len(reqs) != 2 {
+		t.Fatalf("token endpoint requests = %d, want the client-credentials request and the exchange", len(reqs))
+	}
+	for i, grant := range []string{grantClientCredentials, grantTokenExchange} {
+		form := reqs[i].form
+		if form.Get("grant_type") != grant || form.Get("client_assertion_type") != clientAssertionType {
+			t.Errorf("request %d: grant %q, client_assertion_type %q", i, form.Get("grant_type"), form.Get("client_assertion_type"))
+		}
+		_, claims := verifyAssertion(t, form.Get("client_assertion"), publicOf(key))
+		if claims["aud"] != ts.url() {
+			t.Errorf("request %d: assertion aud = %v, want the discovered token endpoint %s", i, claims["aud"], ts.url())
+		}
+	}
+	if got := reqs[1].form.Get("actor_token"); got != "gateway-actor-token" {
+		t.Errorf("actor_token = %q", got)
+	}
+}
