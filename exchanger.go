@@ -37,6 +37,11 @@ type exchanger struct {
 	// Guarded by registryMu.
 	refs      int       // live middleware instances using this exchanger
 	idleSince time.Time // when refs dropped to zero
+
+	// Several replicas: the Redis tier (nil when sharedCache is not set) and the token endpoint's
+	// throttling cool-down.
+	shared  *sharedCache
+	cooling coolDown
 }
 
 // flight is one exchange in progress; requests for the same subject token wait for it.
@@ -67,6 +72,10 @@ func (x *exchanger) obtain(token string, subjectExp time.Time, key [32]byte, log
 		fl.entry = e
 	} else if f := x.rejected(key); f != nil {
 		fl.failure = f
+	} else if e := x.shared.lookup(token, subjectExp, log); e != nil {
+		// Another replica exchanged this token: keep it in memory for what is left of its life.
+		x.cache.put(key, e)
+		fl.entry = e
 	} else {
 		fl.entry, fl.failure = x.run(token, subjectExp, key, log)
 	}
@@ -89,8 +98,9 @@ func (x *exchanger) rejected(key [32]byte) *failure {
 	return nil
 }
 
-// run performs one exchange: admission within the concurrency bound, the round trip to the
-// token endpoint, then either the failure handling or the storing of the new token.
+// run performs one exchange: admission (no throttling cool-down, see throttle.go, and within the
+// concurrency bound), the round trip to the token endpoint, then either the failure handling or
+// the storing of the new token.
 // subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
 // A panic (a bug) is answered 502 and logged, rather than leaving the flight and the admission
 // slot taken for ever.
@@ -102,10 +112,17 @@ func (x *exchanger) run(token string, subjectExp time.Time, key [32]byte, log *l
 			f = failInternal // e is still nil: no return statement ran (Yaegi cannot assign a bare nil here)
 		}
 	}()
+	probe, f := x.cooling.enter(time.Now(), x.endpoint.timeout+time.Second)
+	if f != nil {
+		log.log(levelDebug, "token exchange refused", "reason", f.reason, "subject", tokenHash(token))
+		return nil, f
+	}
 	if f := x.admit(token, log); f != nil {
+		x.cooling.abandon(probe)
 		return nil, f
 	}
 	res, f, latency := x.roundTrip(token, log)
+	x.cooling.leave(probe, f, time.Now())
 	if f != nil {
 		return nil, x.failed(token, key, f, latency, log)
 	}
@@ -139,11 +156,15 @@ func (x *exchanger) roundTrip(token string, log *logger) (tokenResult, *failure,
 // and remembers a rejection of the subject token for negativeTTL.
 func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.Duration, log *logger) *failure {
 	level := levelError
-	if f.status == http.StatusUnauthorized {
+	if f.status == http.StatusUnauthorized || f.coolDown > 0 {
 		level = levelWarn
 	}
+	reason := f.reason
+	if isEntraLoop(f) {
+		reason = "Entra detected a loop of identical requests (" + entraLoopCode + "); " + reason
+	}
 	log.log(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
-		"reason", redact(f.reason, token), "error", redact(f.oauthError, token),
+		"reason", redact(reason, token), "error", redact(f.oauthError, token),
 		"error_description", redact(f.oauthDescription, token), "latency", millis(latency), "subject", tokenHash(token))
 	if f.cacheable && x.negativeTTL > 0 {
 		x.rejections.put(key, &entry{rejection: f, expires: time.Since(epoch) + x.negativeTTL})
@@ -151,15 +172,18 @@ func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.
 	return f
 }
 
-// store caches the new token for its lifetime (see lifetime) and returns its entry. now is the
+// store caches the new token for its lifetime (see lifetime and spread) and returns its entry;
+// with a shared cache, the token is written to Redis too, in the background. now is the
 // wall-clock time the lifetime is measured from; the entry's expiry is on the cache's monotonic
 // clock.
 func (x *exchanger) store(token string, key [32]byte, res tokenResult, subjectExp, now time.Time, latency time.Duration, log *logger) *entry {
 	e := &entry{header: res.header}
 	ttl, cached := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
 	if cached {
+		ttl = spread(ttl, tokenLife(now, res.expiresIn, res.exp))
 		e.expires = time.Since(epoch) + ttl
 		x.cache.put(key, e)
+		x.shared.store(token, res.header, ttl, now, log)
 	}
 	// Arguments are built only when the line is written: this path runs on every cache miss.
 	if log.enabled(levelDebug) {

@@ -39,6 +39,12 @@ type Config struct {
 	MaxConcurrentExchanges     int               `json:"maxConcurrentExchanges,omitempty"`
 	AllowInsecureTokenEndpoint bool              `json:"allowInsecureTokenEndpoint,omitempty"`
 	LogLevel                   string            `json:"logLevel,omitempty"`
+
+	// Several replicas: the shared cache on Redis or Valkey (sharedcache.go).
+	SharedCache             string `json:"sharedCache,omitempty"`
+	SharedCachePasswordFile string `json:"sharedCachePasswordFile,omitempty"`
+	SharedCacheTimeout      string `json:"sharedCacheTimeout,omitempty"`
+	SharedCacheCAFile       string `json:"sharedCacheCAFile,omitempty"`
 }
 
 // CreateConfig returns the defaults that need no setting. Defaults that depend on the flow

@@ -44,6 +44,9 @@ func acquireExchanger(s *settings) (*exchanger, error) {
 	if err := x.endpoint.secret.load(); err != nil {
 		return nil, err
 	}
+	if err := x.shared.load(); err != nil {
+		return nil, err
+	}
 	registry[fp] = x
 	x.refs++
 	return x, nil
@@ -62,6 +65,7 @@ func newExchanger(fp string, s *settings) *exchanger {
 		negativeTTL:   s.negativeTTL,
 		maxConcurrent: int64(s.maxConcurrent),
 		flights:       map[[32]byte]*flight{},
+		shared:        newSharedCache(s, fp),
 	}
 }
 
@@ -154,6 +158,7 @@ func sweepLater() {
 func drop(fp string, x *exchanger) {
 	delete(registry, fp)
 	x.endpoint.http.CloseIdleConnections()
+	x.shared.close()
 }
 
 // fingerprint identifies the settings that shape the exchange and the cache. Two instances share
@@ -168,6 +173,7 @@ func fingerprint(s *settings) string {
 		s.authMethod, s.audience, s.resource, s.scopes, s.subjectTokenType, s.requestedTokenType,
 		s.extraParams, s.timeout.String(), s.maxEntries, s.margin.String(), s.negativeTTL.String(),
 		s.maxConcurrent,
+		redisURL(s.sharedCache), s.sharedCachePasswordFile, s.sharedCacheTimeout.String(), s.sharedCacheCAFile,
 	}
 	// json.Marshal sorts map keys and quotes every string, so the encoding is unambiguous.
 	b, _ := json.Marshal(fields)

@@ -102,7 +102,7 @@ func staticForm(s *settings) string {
 // exchange trades the subject token for a new one. The timeout bounds the whole of it, retry
 // included, and does not depend on the client's request: other requests may be waiting for this
 // same exchange. A server error or a broken connection is retried once after a short jittered
-// pause when the budget allows; nothing else is.
+// pause when the budget allows; nothing else is (a throttling answer least of all, see throttle.go).
 func (c *endpointClient) exchange(subjectToken, secret string) (tokenResult, *failure) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
@@ -157,6 +157,9 @@ func (c *endpointClient) attempt(ctx context.Context, subjectToken, secret strin
 	}
 	if len(body) > maxResponseBody {
 		return tokenResult{}, failExchange("the answer is larger than 1 MiB"), false
+	}
+	if d, ok := throttleAnswer(resp.StatusCode, resp.Header.Get("Retry-After"), time.Now()); ok {
+		return tokenResult{}, failThrottledAnswer(resp.StatusCode, d, body), false
 	}
 	res, f := parseTokenResponse(resp.StatusCode, body, c.flow, c.requestedTokenType)
 	return res, f, f != nil && resp.StatusCode >= 500
