@@ -19,8 +19,9 @@ import (
 
 const (
 	// maxRedisConns bounds the connections one shared cache opens; an operation that finds them
-	// all busy is skipped (a miss), not queued.
-	maxRedisConns = 32
+	// all busy is skipped (a miss), not queued. Background writes take at most maxSharedWrites of
+	// them, so that lookups always find some.
+	maxRedisConns = 64
 	// maxRedisIdle is how long an unused connection is kept: a NAT or a load balancer may drop it
 	// silently, and a fresh one costs less than an operation that times out.
 	maxRedisIdle = 60 * time.Second

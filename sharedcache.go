@@ -39,7 +39,7 @@ const (
 	gcmTagSize   = 16
 	// maxSharedWrites bounds the background writes in progress; past it a write is dropped
 	// (another replica will exchange that user once more), never queued.
-	maxSharedWrites = 16
+	maxSharedWrites = 32
 	// After breakerFailures failures in a row, Redis is left alone for breakerPause; then one
 	// operation tries again.
 	breakerFailures = 5

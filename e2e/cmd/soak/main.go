@@ -29,8 +29,15 @@ func main() {
 	reloads := flag.Int("reloads", 1000, "configuration reloads under load")
 	replicaUsers := flag.Int("replica-users", 10000, "distinct users of each part of the replicas phase (0 skips it)")
 	replicaRequests := flag.Int("replica-requests", 100000, "requests of each part of the replicas phase")
+	only := flag.String("only", "", "run only this phase: replicas")
 	flag.Parse()
-	if err := run(*users, *requests, *burst, *concurrency, *reloads, *delay, *replicaUsers, *replicaRequests); err != nil {
+	var err error
+	if *only == "replicas" {
+		err = runReplicas(*replicaUsers, *replicaRequests, *concurrency, *delay)
+	} else {
+		err = run(*users, *requests, *burst, *concurrency, *reloads, *delay, *replicaUsers, *replicaRequests)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
 	}

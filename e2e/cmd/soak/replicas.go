@@ -46,6 +46,21 @@ func (r *replicaSet) stop() {
 	_ = os.RemoveAll(r.dir)
 }
 
+// runReplicas runs the replicas phase alone (-only replicas) and prints its table.
+func runReplicas(users, requests, concurrency int, delay time.Duration) error {
+	s := &soak{tab: load.NewTable("phase", "requests", "errors", "token-endpoint calls", "expected calls", "Traefik RSS", "Go heap in use", "goroutines", "took")}
+	var err error
+	if s.backend, err = load.StartNoContent(); err != nil {
+		return err
+	}
+	if err := s.replicas(users, requests, concurrency, delay); err != nil {
+		return err
+	}
+	fmt.Println()
+	s.tab.Print()
+	return nil
+}
+
 // replicas runs the phase and adds its three rows to the table.
 func (s *soak) replicas(users, requests, concurrency int, delay time.Duration) error {
 	if users%3 == 0 {
@@ -124,37 +139,25 @@ func (r *replicaSet) start(backend string, users, concurrency int, delay time.Du
 	return nil
 }
 
-// runWithRestart sends the requests in chunks; a third of the way through, Redis is stopped for
-// 3 s and started again, empty, while the load goes on.
+// runWithRestart sends the requests; half way through the first round of the users, Redis is
+// stopped for 3 s and started again, empty, while the load goes on. The users met during the
+// outage are exchanged on each replica they visit until Redis is back.
 func (r *replicaSet) runWithRestart(tokens []string, requests int) (int, error) {
-	var sent, errs atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		const chunk = 5000
-		users := len(tokens)
-		for n := 0; n < requests; n += chunk {
-			size := chunk
-			if requests-n < size {
-				size = requests - n
-			}
-			rotated := append(append([]string(nil), tokens[n%users:]...), tokens[:n%users]...)
-			errs.Add(int64(r.gen.Run("soak.test", rotated, size).Errors))
-			sent.Add(int64(size))
-		}
-	}()
-	for sent.Load() < int64(requests/3) {
+	var sent atomic.Int64
+	gen := &load.Loader{Bases: r.gen.Bases, Concurrency: r.gen.Concurrency, Sent: &sent}
+	defer gen.CloseIdle()
+	result := make(chan load.Result)
+	go func() { result <- gen.Run("soak.test", tokens, requests) }()
+	for sent.Load() < int64(len(tokens)/2) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.redis.Stop()
 	fmt.Printf("  Redis stopped after %d requests\n", sent.Load())
 	time.Sleep(3 * time.Second)
-	if err := r.redis.Start(); err != nil {
-		return 0, err
-	}
+	err := r.redis.Start()
 	fmt.Printf("  Redis started again after %d requests\n", sent.Load())
-	<-done
-	return int(errs.Load()), nil
+	res := <-result
+	return res.Errors, err
 }
 
 // settle lets the replicas' goroutines for closed connections end and returns the largest

@@ -74,7 +74,9 @@ type Loader struct {
 	Path        string // defaults to /orders
 	Concurrency int
 	// OK is the status that counts as a success (204 by default).
-	OK     int
+	OK int
+	// Sent, when set, counts the requests answered, for a caller that acts in the middle of a run.
+	Sent   *atomic.Int64
 	client *http.Client
 }
 
@@ -139,6 +141,9 @@ func (l *Loader) Run(host string, tokens []string, requests int) Result {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				latencies[i] = time.Since(t0)
+				if l.Sent != nil {
+					l.Sent.Add(1)
+				}
 				if resp.StatusCode != ok {
 					errors.Add(1)
 				}
