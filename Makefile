@@ -22,7 +22,12 @@ FUZZTIME        ?= 10s
 STATICCHECK     := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_FILES        := $(wildcard $(shell git ls-files --cached --others --exclude-standard '*.go'))
 
-.PHONY: test lint unit yaegi-test fuzz e2e demo bench soak traefik
+# The Redis (or Valkey) server the shared-cache tests start their own instances of: installed from
+# the distribution's packages when missing (valkey-server where the distribution has it), and
+# passed to the tests, which then never skip.
+FIND_REDIS      := $$(command -v valkey-server || command -v redis-server)
+
+.PHONY: test lint unit yaegi-test fuzz e2e demo bench soak traefik redis
 
 test: lint unit yaegi-test fuzz e2e
 
@@ -33,14 +38,14 @@ lint:
 	cd e2e && go vet ./... && $(STATICCHECK) ./...
 
 # Compiled, with the race detector.
-unit:
-	go test -race -count=1 ./...
+unit: redis
+	REDIS_SERVER=$(FIND_REDIS) go test -race -count=1 ./...
 
 # Interpreted, as Traefik runs the plugin: yaegi needs the package in a GOPATH layout.
-yaegi-test: $(YAEGI)
+yaegi-test: $(YAEGI) redis
 	@mkdir -p $(GOPATH_DIR)/src/$(dir $(MODULE))
 	@ln -sfn $(CURDIR) $(GOPATH_DIR)/src/$(MODULE)
-	cd $(GOPATH_DIR)/src/$(MODULE) && GOPATH=$(GOPATH_DIR) GO111MODULE=off $(YAEGI) test -v . 2>&1 | \
+	cd $(GOPATH_DIR)/src/$(MODULE) && REDIS_SERVER=$(FIND_REDIS) GOPATH=$(GOPATH_DIR) GO111MODULE=off $(YAEGI) test -v . 2>&1 | \
 		tee $(LOG_DIR)/yaegi-test.log | grep -E '^(--- FAIL|FAIL|PASS|ok|panic)'
 	@! grep -q -- '--- FAIL' $(LOG_DIR)/yaegi-test.log
 
@@ -53,9 +58,17 @@ fuzz:
 $(YAEGI):
 	GOBIN=$(dir $(YAEGI)) go install github.com/traefik/yaegi/cmd/yaegi@$(YAEGI_VERSION)
 
+redis:
+	@if ! command -v valkey-server >/dev/null && ! command -v redis-server >/dev/null; then \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update && \
+		pkg=redis-server; apt-cache policy valkey-server 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null && pkg=valkey-server; \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y $$pkg; \
+	fi
+
 # End-to-end: the plugin inside a real Traefik, against real authorization servers.
-e2e: $(TRAEFIK) $(LABELS2CONF)
-	cd e2e && $(E2E_ENV) go test -count=1 -timeout 30m -v ./... 2>&1 | tee $(LOG_DIR)/e2e.log | \
+e2e: $(TRAEFIK) $(LABELS2CONF) redis
+	cd e2e && REDIS_SERVER=$(FIND_REDIS) $(E2E_ENV) go test -count=1 -timeout 30m -v ./... 2>&1 | tee $(LOG_DIR)/e2e.log | \
 		grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' | grep -v '{"event":'
 
 # The main job: Traefik with the plugin, a real authorization server, a backend, and a walkthrough.
@@ -63,13 +76,13 @@ demo: $(TRAEFIK)
 	cd e2e && $(E2E_ENV) go run ./cmd/demo $(DEMO_FLAGS)
 
 # Performance: the plugin under Yaegi in process, then through Traefik beside the alternatives.
-bench: $(TRAEFIK)
+bench: $(TRAEFIK) redis
 	go test -run '^$$' -bench . -benchmem -count 5 . | tee $(CACHE_DIR)/bench-compiled.log
-	cd e2e && go build -o $(CACHE_DIR)/bench ./cmd/bench && $(E2E_ENV) $(CACHE_DIR)/bench $(BENCH_FLAGS)
+	cd e2e && go build -o $(CACHE_DIR)/bench ./cmd/bench && REDIS_SERVER=$(FIND_REDIS) $(E2E_ENV) $(CACHE_DIR)/bench $(BENCH_FLAGS)
 
 # Reliability: a burst, a long run over many users and reloads under load, through Traefik.
-soak: $(TRAEFIK)
-	cd e2e && go build -o $(CACHE_DIR)/soak ./cmd/soak && $(E2E_ENV) $(CACHE_DIR)/soak $(SOAK_FLAGS)
+soak: $(TRAEFIK) redis
+	cd e2e && go build -o $(CACHE_DIR)/soak ./cmd/soak && REDIS_SERVER=$(FIND_REDIS) $(E2E_ENV) $(CACHE_DIR)/soak $(SOAK_FLAGS)
 
 traefik: $(TRAEFIK)
 

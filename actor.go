@@ -341,3 +341,14 @@ func checkActorToken(actor string, subjectExp, now time.Time) (time.Time, *failu
 func actorCacheKey(subject, actor string) [32]byte {
 	return sha256.Sum256([]byte(strconv.Itoa(len(subject)) + ":" + subject + actor))
 }
+
+// pairSecret is what identifies an exchange's input: the subject token, and with a caller's actor
+// token both of them, joined unambiguously (the subject's length first). The memory cache's key
+// is its hash; the shared cache derives its key and its sealing key from it, so two agents acting
+// for the same user share no entry there either.
+func pairSecret(subject, actor string) string {
+	if actor == "" {
+		return subject
+	}
+	return strconv.Itoa(len(subject)) + ":" + subject + actor
+}

@@ -2,6 +2,7 @@ package oboexchange
 
 import (
 	"math"
+	"math/rand"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,12 +148,7 @@ func (c *cache) hits() int64 {
 // must not be cached at all.
 func lifetime(now time.Time, expiresIn time.Duration, newTokenExp, subjectExp time.Time, margin time.Duration) (time.Duration, bool) {
 	now = now.Round(0) // the wall clock alone, like the exps
-	ttl := expiresIn
-	if !newTokenExp.IsZero() {
-		if left := newTokenExp.Sub(now); ttl <= 0 || left < ttl {
-			ttl = left
-		}
-	}
+	ttl := tokenLife(now, expiresIn, newTokenExp)
 	if ttl <= 0 {
 		return 0, false
 	}
@@ -170,4 +166,35 @@ func lifetime(now time.Time, expiresIn time.Duration, newTokenExp, subjectExp ti
 		return 0, false
 	}
 	return ttl, true
+}
+
+// tokenLife is what is left of an exchanged token's life: the earlier of expires_in and its own
+// exp (either alone when the other is missing); zero or less when it has none or has expired.
+func tokenLife(now time.Time, expiresIn time.Duration, newTokenExp time.Time) time.Duration {
+	life := expiresIn
+	if !newTokenExp.IsZero() {
+		if left := newTokenExp.Round(0).Sub(now.Round(0)); life <= 0 || left < life {
+			life = left
+		}
+	}
+	return life
+}
+
+// spread takes a random part, at most a tenth of the token's life, off a cache lifetime, so that
+// the users exchanged together (after a rollout, every active user at once) do not all come back
+// in the same second. It never goes below half the token's life, the least the margin rule keeps
+// for a short-lived token (a lifetime already shorter, capped by the subject token, is kept).
+func spread(ttl, life time.Duration) time.Duration {
+	if life/10 <= 0 {
+		return ttl
+	}
+	floor := life / 2
+	if ttl < floor {
+		floor = ttl
+	}
+	reduced := ttl - time.Duration(rand.Int63n(int64(life/10)+1))
+	if reduced < floor {
+		return floor
+	}
+	return reduced
 }

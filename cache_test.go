@@ -206,8 +206,65 @@ func TestSubjectExpiryAfterClockStep(t *testing.T) {
 	// A wall clock an hour ahead of where the monotonic clock would put it.
 	wall := time.Now().Round(0).Add(time.Hour)
 	subjectExp := wall.Add(10 * time.Minute)
-	e := x.store(userToken, key(userToken), tokenResult{header: "Bearer x", expiresIn: time.Hour}, subjectExp, wall, 0, newLogger("t", levelOff))
+	e := x.store(userToken, "", key(userToken), tokenResult{header: "Bearer x", expiresIn: time.Hour}, subjectExp, wall, 0, newLogger("t", levelOff))
 	if left := e.expires - time.Since(epoch); left > 10*time.Minute || left < 9*time.Minute {
 		t.Errorf("the entry lives %v, want the subject token's remaining 10m", left)
+	}
+}
+
+// Lifetimes are spread: a random part, at most a tenth of the token's life, comes off, never
+// below half the token's life (what the margin rule keeps for a short-lived token).
+func TestSpread(t *testing.T) {
+	tests := []struct {
+		name     string
+		ttl      time.Duration // from lifetime
+		life     time.Duration
+		min, max time.Duration
+	}{
+		{"an hour's token", time.Hour - 30*time.Second, time.Hour, 54*time.Minute - 30*time.Second, time.Hour - 30*time.Second},
+		{"short-lived: kept half its life", 30 * time.Second, time.Minute, 30 * time.Second, 30 * time.Second},
+		{"floor: half its life", 50 * time.Second, 90 * time.Second, 45 * time.Second, 50 * time.Second},
+		{"capped by the subject below half: kept", 10 * time.Minute, time.Hour, 10 * time.Minute, 10 * time.Minute},
+		{"capped by the subject above half", 40 * time.Minute, time.Hour, 34 * time.Minute, 40 * time.Minute},
+		{"a lifetime too short to spread", time.Nanosecond * 5, time.Nanosecond * 9, time.Nanosecond * 5, time.Nanosecond * 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := map[time.Duration]bool{}
+			for i := 0; i < 200; i++ {
+				got := spread(tc.ttl, tc.life)
+				if got < tc.min || got > tc.max {
+					t.Fatalf("spread(%v, %v) = %v, want within [%v, %v]", tc.ttl, tc.life, got, tc.min, tc.max)
+				}
+				seen[got] = true
+			}
+			if tc.min != tc.max && len(seen) < 10 {
+				t.Errorf("200 draws gave %d distinct lifetimes: not spread", len(seen))
+			}
+		})
+	}
+}
+
+// The users exchanged together do not expire together: their entries spread over the last tenth
+// of the token's life.
+func TestExchangedTogetherExpireApart(t *testing.T) {
+	captureLogs(t)
+	ts := newTokenServer(t, issuePerSubject(3600))
+	h, _ := newTestMiddleware(t, testConfig(ts.url()))
+	x := h.(*Middleware).x
+	var first, last time.Duration
+	for i := 0; i < 50; i++ {
+		user := opaqueToken(900 + i)
+		wantStatus(t, call(h, "Bearer "+user), http.StatusNoContent)
+		e := x.cache.get(key(user))
+		if i == 0 || e.expires < first {
+			first = e.expires
+		}
+		if e.expires > last {
+			last = e.expires
+		}
+	}
+	if spanned := last - first; spanned < time.Minute || spanned > 6*time.Minute {
+		t.Errorf("50 users exchanged together expire over %v, want minutes apart (at most 6)", spanned)
 	}
 }

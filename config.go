@@ -80,6 +80,12 @@ type settings struct {
 	tokenEndpointCAFile                                      string
 	clientAuth                                               *clientAuth
 	clientFilesHash                                          string
+
+	// The shared cache (sharedcache.go); part of the fingerprint.
+	sharedCache             *url.URL // nil: memory only
+	sharedCachePasswordFile string
+	sharedCacheTimeout      time.Duration
+	sharedCacheCAFile       string
 }
 
 // parseConfig checks every option and applies the defaults that depend on others. Each check
@@ -95,6 +101,7 @@ func parseConfig(c *Config) (*settings, error) {
 	checks := []func(*settings, *Config) error{
 		parseFlow, parseEndpoint, parseClient, parseTargets, parseExtraParams, parseDurations,
 		parseLimits, parseSources, parseLogLevel, parseActor, parseIssuer, parseClientAuth, loadClientAuth,
+		parseSharedCache,
 	}
 	for _, check := range checks {
 		if err := check(s, c); err != nil {

@@ -42,6 +42,11 @@ type exchanger struct {
 
 	// What the metrics count (metrics.go).
 	counters *counters
+
+	// Several replicas: the Redis tier (nil when sharedCache is not set) and the token endpoint's
+	// throttling cool-down.
+	shared  *sharedCache
+	cooling coolDown
 }
 
 // flight is one exchange in progress; requests for the same subject token wait for it.
@@ -77,6 +82,11 @@ func (x *exchanger) obtain(token, actor string, subjectExp time.Time, key [32]by
 	} else if f := x.rejected(key); f != nil {
 		fl.failure = f
 		fl.result = resultRejectedCached
+	} else if e := x.shared.lookup(pairSecret(token, actor), subjectExp, log); e != nil {
+		// Another replica exchanged this token: keep it in memory for what is left of its life.
+		x.cache.put(key, e)
+		fl.entry = e
+		fl.result = resultSharedHit
 	} else {
 		fl.entry, fl.failure = x.run(token, actor, subjectExp, key, log)
 		fl.result = resultExchanged
@@ -104,8 +114,9 @@ func (x *exchanger) rejected(key [32]byte) *failure {
 	return nil
 }
 
-// run performs one exchange: admission within the concurrency bound, the round trip to the
-// token endpoint, then either the failure handling or the storing of the new token.
+// run performs one exchange: admission (no throttling cool-down, see throttle.go, and within the
+// concurrency bound), the round trip to the token endpoint, then either the failure handling or
+// the storing of the new token.
 // subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
 // A panic (a bug) is answered 502 and logged, rather than leaving the flight and the admission
 // slot taken for ever. Each exchange is counted once for the metrics, a panic included.
@@ -121,17 +132,25 @@ func (x *exchanger) run(token, actor string, subjectExp time.Time, key [32]byte,
 			}
 		}
 	}()
+	probe, f := x.cooling.enter(time.Now(), x.endpoint.timeout+time.Second)
+	if f != nil {
+		x.counters.exchange(f.outcome)
+		log.log(levelDebug, "token exchange refused", "reason", f.reason, "subject", tokenHash(token))
+		return nil, f
+	}
 	if f := x.admit(token, log); f != nil {
 		x.counters.exchange(f.outcome)
+		x.cooling.abandon(probe)
 		return nil, f
 	}
 	res, f, latency := x.roundTrip(token, actor, log)
+	x.cooling.leave(probe, f, time.Now())
 	x.counters.exchanged(f, latency)
 	counted = true
 	if f != nil {
 		return nil, x.failed(token, key, f, latency, log)
 	}
-	return x.store(token, key, res, subjectExp, time.Now(), latency, log), nil
+	return x.store(token, actor, key, res, subjectExp, time.Now(), latency, log), nil
 }
 
 // admit takes one of the maxConcurrentExchanges slots, or refuses at once: a hung authorization
@@ -174,11 +193,15 @@ func (x *exchanger) roundTrip(token, callerActor string, log *logger) (tokenResu
 // and remembers a rejection of the subject token for negativeTTL.
 func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.Duration, log *logger) *failure {
 	level := levelError
-	if f.status == http.StatusUnauthorized {
+	if f.status == http.StatusUnauthorized || f.coolDown > 0 {
 		level = levelWarn
 	}
+	reason := f.reason
+	if isEntraLoop(f) {
+		reason = "Entra detected a loop of identical requests (" + entraLoopCode + "); " + reason
+	}
 	log.log(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
-		"reason", redact(f.reason, token), "error", redact(f.oauthError, token),
+		"reason", redact(reason, token), "error", redact(f.oauthError, token),
 		"error_description", redact(f.oauthDescription, token), "latency", millis(latency), "subject", tokenHash(token))
 	if f.cacheable && x.negativeTTL > 0 {
 		x.rejections.put(key, &entry{rejection: f, expires: time.Since(epoch) + x.negativeTTL})
@@ -186,15 +209,18 @@ func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.
 	return f
 }
 
-// store caches the new token for its lifetime (see lifetime) and returns its entry. now is the
+// store caches the new token for its lifetime (see lifetime and spread) and returns its entry;
+// with a shared cache, the token is written to Redis too, in the background. now is the
 // wall-clock time the lifetime is measured from; the entry's expiry is on the cache's monotonic
 // clock.
-func (x *exchanger) store(token string, key [32]byte, res tokenResult, subjectExp, now time.Time, latency time.Duration, log *logger) *entry {
+func (x *exchanger) store(token, actor string, key [32]byte, res tokenResult, subjectExp, now time.Time, latency time.Duration, log *logger) *entry {
 	e := &entry{header: res.header}
 	ttl, cached := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
 	if cached {
+		ttl = spread(ttl, tokenLife(now, res.expiresIn, res.exp))
 		e.expires = time.Since(epoch) + ttl
 		x.cache.put(key, e)
+		x.shared.store(pairSecret(token, actor), res.header, ttl, now, log)
 	}
 	// Arguments are built only when the line is written: this path runs on every cache miss.
 	if log.enabled(levelDebug) {

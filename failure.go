@@ -3,6 +3,8 @@ package oboexchange
 import (
 	"encoding/base64"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // failure is why a request is not forwarded: what the client is told (a status, a challenge and
@@ -18,6 +20,10 @@ type failure struct {
 	// cacheable marks a rejection of the subject token itself (invalid_grant), which the negative
 	// cache remembers.
 	cacheable bool
+
+	// coolDown is set when the token endpoint throttled this exchange (429, or 503 with
+	// Retry-After): how long no exchange may be sent (see throttle.go).
+	coolDown time.Duration
 
 	// For the log line only.
 	reason           string // what happened, in the plugin's words
@@ -166,6 +172,22 @@ func failActorRejected(outcome, reason, oauthError, description string) *failure
 		reason:           reason,
 		oauthError:       oauthError,
 		oauthDescription: description,
+	}
+}
+
+// failThrottled is the answer while the token endpoint cools down after a throttling answer: 503
+// with Retry-After set to the seconds left, at least 1.
+func failThrottled(left time.Duration) *failure {
+	seconds := int((left + time.Second - 1) / time.Second)
+	if seconds < 1 {
+		seconds = 1
+	}
+	return &failure{
+		outcome:    outcomeThrottled,
+		status:     http.StatusServiceUnavailable,
+		retryAfter: strconv.Itoa(seconds),
+		body:       jsonError("token_exchange_throttled", "The authorization server asked for fewer token exchanges; retry after the time in Retry-After."),
+		reason:     "the token endpoint is cooling down after a throttling answer",
 	}
 }
 

@@ -1,6 +1,7 @@
 package oboexchange
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -26,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -534,6 +536,298 @@ func writeTestFile(t testing.TB, dir, name string, data []byte) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// redisBinary is the Redis or Valkey server the tests start: $REDIS_SERVER, else valkey-server or
+// redis-server on PATH. The tests that need it skip only when there is none and REDIS_SERVER is
+// unset; make sets it, so under `make test` they always run.
+func redisBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("REDIS_SERVER"); bin != "" {
+		return bin
+	}
+	// os/exec is not among Yaegi's packages: the PATH is searched by hand, and the server started
+	// with os.StartProcess.
+	for _, name := range []string{"valkey-server", "redis-server"} {
+		for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+			path := filepath.Join(dir, name)
+			if info, err := os.Stat(path); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
+				return path
+			}
+		}
+	}
+	t.Skip("no valkey-server or redis-server on PATH and REDIS_SERVER unset (`make unit` installs one)")
+	return ""
+}
+
+// redisServer is a real Redis (or Valkey) on a free loopback port, stopped when the test ends.
+type redisServer struct {
+	bin  string
+	port string
+	args []string
+	proc *os.Process
+	done chan struct{}
+}
+
+// startRedis starts a server with extra arguments (--requirepass, --user, --tls-port...); with
+// --tls-port among them, its port is the TLS one.
+func startRedis(t *testing.T, args ...string) *redisServer {
+	t.Helper()
+	r := &redisServer{bin: redisBinary(t), port: freePort(t), args: args}
+	r.start(t)
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func (r *redisServer) addr() string { return "127.0.0.1:" + r.port }
+
+func (r *redisServer) url() string { return "redis://" + r.addr() + "/0" }
+
+func (r *redisServer) start(t *testing.T) {
+	t.Helper()
+	args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--port", r.port}
+	for i, a := range r.args {
+		if a == "--tls-port" {
+			args[len(args)-1] = "0"
+			r.args[i+1] = r.port
+		}
+	}
+	argv := append(append([]string{r.bin}, args...), r.args...)
+	proc, err := os.StartProcess(r.bin, argv, &os.ProcAttr{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("starting %s: %v", r.bin, err)
+	}
+	done := make(chan struct{})
+	r.proc, r.done = proc, done
+	go func() {
+		_, _ = proc.Wait()
+		close(done)
+	}()
+	for i := 0; i < 500; i++ {
+		if c, err := net.Dial("tcp", r.addr()); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s did not listen on %s", r.bin, r.addr())
+}
+
+// stop kills the server (the tests need no graceful shutdown: nothing is saved).
+func (r *redisServer) stop() {
+	if r.proc == nil {
+		return
+	}
+	_ = r.proc.Kill()
+	<-r.done
+	r.proc = nil
+}
+
+// restart stops the server and starts it again on the same port, empty.
+func (r *redisServer) restart(t *testing.T) {
+	t.Helper()
+	r.stop()
+	r.start(t)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+// redisDo is the tests' own view of a server, apart from the client under test: one command on a
+// connection of its own, after AUTH when auth is given. It returns a []byte, nil, an error reply
+// as a *redisError, or for an array the []interface{} of its elements.
+func redisDo(t *testing.T, addr string, auth []string, args ...string) interface{} {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var buf []byte
+	if len(auth) > 0 {
+		buf = appendCommand(buf, append([]string{"AUTH"}, auth...))
+	}
+	if _, err := c.Write(appendCommand(buf, args)); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(c)
+	if len(auth) > 0 {
+		if _, err := readReply(rd); err != nil {
+			t.Fatalf("AUTH: %v", err)
+		}
+	}
+	v, err := readTestReply(rd)
+	if err != nil && !isRedisError(err) {
+		t.Fatalf("%s: %v", args[0], err)
+	}
+	if err != nil {
+		return err
+	}
+	return v
+}
+
+func readTestReply(rd *bufio.Reader) (interface{}, error) {
+	b, err := rd.Peek(1)
+	if err != nil {
+		return nil, err
+	}
+	if b[0] != '*' {
+		v, err := readReply(rd)
+		if v == nil {
+			return nil, err
+		}
+		return v, err
+	}
+	line, err := readLine(rd)
+	if err != nil {
+		return nil, err
+	}
+	n, _ := strconv.Atoi(line[1:])
+	var out []interface{}
+	for i := 0; i < n; i++ {
+		v, err := readTestReply(rd)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// redisEntries returns every key of the server with its value.
+func redisEntries(t *testing.T, addr string, auth ...string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	keys, _ := redisDo(t, addr, auth, "KEYS", "*").([]interface{})
+	for _, k := range keys {
+		name := string(k.([]byte))
+		v, _ := redisDo(t, addr, auth, "GET", name).([]byte)
+		out[name] = v
+	}
+	return out
+}
+
+// waitForRedisKeys waits until the server holds n keys (writes run in the background).
+func waitForRedisKeys(t *testing.T, addr string, n int) {
+	t.Helper()
+	for i := 0; i < 400; i++ {
+		keys, _ := redisDo(t, addr, nil, "KEYS", "*").([]interface{})
+		if len(keys) == n {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("the shared cache does not hold %d keys", n)
+}
+
+// fakeRedis is a server that answers each connection with serve, for the failures a real server
+// does not make on demand: garbage, silence, a connection closed at once.
+type fakeRedis struct {
+	ln    net.Listener
+	conns atomic.Int32
+}
+
+func startFakeRedis(t *testing.T, serve func(c net.Conn, rd *bufio.Reader)) *fakeRedis {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeRedis{ln: ln}
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.conns.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return f
+}
+
+func (f *fakeRedis) url() string { return "redis://" + f.ln.Addr().String() + "/0" }
+
+// readCommand reads one command a client sent to a fake server.
+func readCommand(rd *bufio.Reader) ([]string, error) {
+	line, err := readLine(rd)
+	if err != nil {
+		return nil, err
+	}
+	if line[0] != '*' {
+		return nil, errors.New("not a command")
+	}
+	n, _ := strconv.Atoi(line[1:])
+	var args []string
+	for i := 0; i < n; i++ {
+		l, err := readLine(rd)
+		if err != nil {
+			return nil, err
+		}
+		b, err := readBulk(rd, l[1:])
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, string(b))
+	}
+	return args, nil
+}
+
+// sharedConfig is testConfig with the shared cache at redisURL, logging at debug level.
+func sharedConfig(endpoint, redisURL string) *Config {
+	c := testConfig(endpoint)
+	c.SharedCache = redisURL
+	c.LogLevel = "debug"
+	return c
+}
+
+// replica builds the middleware as another Traefik process would: the same configuration, but an
+// exchanger of its own (New would hand it this process's).
+func replica(t *testing.T, c *Config) (*Middleware, *backend) {
+	t.Helper()
+	s, err := parseConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newExchanger(fingerprint(s), s)
+	if err := x.shared.load(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.shared.close() })
+	b := &backend{}
+	m := &Middleware{next: b, sources: s.sources, upstreamHeader: "Authorization", log: newLogger("replica", s.logLevel),
+		x: x, cache: x.cache, fastHeader: "Authorization"}
+	return m, b
+}
+
+// writeFile writes a file in a temporary folder and returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -27,11 +27,12 @@ const (
 	resultRejectedCached = "rejected_cached" // refused from the negative cache
 	resultRefused        = "refused"         // no credential, a malformed one, or an expired JWT
 	resultFailed         = "failed"          // the exchange failed (see exchanges_total)
+	resultSharedHit      = "shared_hit"      // served from the shared cache (another replica's exchange)
 )
 
 // requestResults lists the result values in the order they are served; each is served, at 0
 // until it happens, so that rate() works from the first scrape.
-var requestResults = []string{resultHit, resultExchanged, resultRejectedCached, resultRefused, resultFailed}
+var requestResults = []string{resultHit, resultExchanged, resultSharedHit, resultRejectedCached, resultRefused, resultFailed}
 
 // exchanges_total{outcome}: how each exchange ended. Every failure of an exchange carries one of
 // these (failure.outcome), set where the failure is created.
@@ -43,7 +44,7 @@ const (
 	outcomeClientError     = "client_error"     // the gateway's side: configuration refused, redirect, plugin bug
 	outcomeServerError     = "server_error"     // a 5xx or a connection that failed
 	outcomeTimeout         = "timeout"          // no answer within timeout
-	outcomeThrottled       = "throttled"        // HTTP 429
+	outcomeThrottled       = "throttled"        // HTTP 429 or 503 with Retry-After, and the refusals of its cool-down
 	outcomeBusy            = "busy"             // maxConcurrentExchanges reached; never sent
 	outcomeMalformedAnswer = "malformed_answer" // a 2xx answer without a usable token
 )
@@ -77,6 +78,28 @@ var families = []metricFamily{
 	{"cache_entries", "gauge", "Exchanged tokens in the cache, expired ones not yet dropped included.", writeCacheEntries},
 	{"cache_evictions_total", "counter", "Cache entries dropped to keep cacheMaxEntries, expired ones first.", writeEvictions},
 	{"exchanges_in_flight", "gauge", "Exchanges waiting for the token endpoint now (at most maxConcurrentExchanges).", writeInFlight},
+	{"cooldown_active", "gauge", "1 while the token endpoint's throttling cool-down holds new exchanges back.", writeCoolDown},
+	{"shared_cache_up", "gauge", "1 while the shared cache answers, 0 while it is skipped after failures; only with sharedCache.", writeSharedUp},
+}
+
+func writeCoolDown(w *sampleWriter, x *exchanger) {
+	if x.cooling.active() {
+		w.value(1)
+		return
+	}
+	w.value(0)
+}
+
+// writeSharedUp writes nothing for an exchanger without a shared cache.
+func writeSharedUp(w *sampleWriter, x *exchanger) {
+	if x.shared == nil {
+		return
+	}
+	if x.shared.breaker.openUntil.Load() != 0 {
+		w.value(0)
+		return
+	}
+	w.value(1)
 }
 
 func writeRequests(w *sampleWriter, x *exchanger) {

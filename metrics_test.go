@@ -183,7 +183,12 @@ func TestMetricsFollowTheResponseTable(t *testing.T) {
 			want: failed(outcomeServerError)},
 		{name: "server unreachable", endpoint: unreachable, requests: []func(*http.Request){bearer}, want: failed(outcomeServerError)},
 		{name: "throttled (429)", respond: reply(429, `{"error":"slow_down"}`), requests: []func(*http.Request){bearer},
-			want: failed(outcomeThrottled)},
+			want: failed(outcomeThrottled, "cooldown_active")},
+		{name: "during the cool-down", respond: reply(429, `{"error":"slow_down"}`), requests: []func(*http.Request){bearer, auth("Bearer " + userToken + "2")},
+			want: map[string]float64{
+				`requests_total{result="failed"}`: 2, `exchanges_total{outcome="throttled"}`: 2,
+				"exchange_duration_seconds_count": 1, "cooldown_active": 1,
+			}},
 		{name: "not JSON", respond: reply(200, `<html>login</html>`), requests: []func(*http.Request){bearer},
 			want: failed(outcomeMalformedAnswer)},
 		{name: "refresh token issued", respond: reply(200, `{"access_token":"rt","issued_token_type":"urn:ietf:params:oauth:token-type:refresh_token","token_type":"N_A"}`),

@@ -57,6 +57,12 @@ type Config struct {
 	ClientKeyID             string `json:"clientKeyId,omitempty"`
 	ClientAssertionAudience string `json:"clientAssertionAudience,omitempty"`
 	TokenEndpointCAFile     string `json:"tokenEndpointCAFile,omitempty"`
+
+	// Several replicas: the shared cache on Redis or Valkey (sharedcache.go).
+	SharedCache             string `json:"sharedCache,omitempty"`
+	SharedCachePasswordFile string `json:"sharedCachePasswordFile,omitempty"`
+	SharedCacheTimeout      string `json:"sharedCacheTimeout,omitempty"`
+	SharedCacheCAFile       string `json:"sharedCacheCAFile,omitempty"`
 }
 
 // CreateConfig returns the defaults that need no setting. Defaults that depend on the flow

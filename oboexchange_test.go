@@ -60,6 +60,10 @@ func TestResponseTable(t *testing.T) {
 	redirect := func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, elsewhere.url(), http.StatusTemporaryRedirect)
 	}
+	throttled := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		answer(w, http.StatusTooManyRequests, `{"error":"too_many_requests","error_description":"SERVER-DETAIL"}`)
+	}
 	ok := issue(exchangedToken, 60)
 	bearer := "Bearer " + userToken
 	tests := []struct {
@@ -91,6 +95,7 @@ func TestResponseTable(t *testing.T) {
 		{"oversized", bearer, reply(200, bearerAccessToken+`"access_token":"`+strings.Repeat("a", maxResponseBody)+`"}`), 502, "", "token_exchange_failed"},
 		{"redirect", bearer, redirect, 502, "", "token_exchange_failed"},
 		{"timeout", bearer, hang, 504, "", "token_exchange_timeout"},
+		{"throttled", bearer, throttled, 503, "", "token_exchange_throttled"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,6 +122,9 @@ func TestResponseTable(t *testing.T) {
 				return
 			}
 			checkErrorBody(t, rec, tc.errorCode)
+			if tc.status == 503 && rec.Header().Get("Retry-After") != "7" {
+				t.Errorf("Retry-After = %q, want the server's 7", rec.Header().Get("Retry-After"))
+			}
 		})
 	}
 	if elsewhere.count() != 0 {

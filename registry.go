@@ -45,6 +45,9 @@ func acquireExchanger(s *settings, name string) (*exchanger, error) {
 	if err := x.actor.load(); err != nil {
 		return nil, err
 	}
+	if err := x.shared.load(); err != nil {
+		return nil, err
+	}
 	registry[fp] = x
 	x.refs++
 	x.counters.join(name)
@@ -66,6 +69,7 @@ func newExchanger(fp string, s *settings) *exchanger {
 		flights:       map[[32]byte]*flight{},
 		actor:         newActorSource(s),
 		counters:      newCounters(),
+		shared:        newSharedCache(s, fp),
 	}
 }
 
@@ -159,6 +163,7 @@ func sweepLater() {
 func drop(fp string, x *exchanger) {
 	delete(registry, fp)
 	x.endpoint.closeIdle()
+	x.shared.close()
 }
 
 // fingerprint identifies the settings that shape the exchange and the cache. Two instances share
@@ -178,6 +183,7 @@ func fingerprint(s *settings) string {
 		s.allowInsecure,
 		s.clientKeyFile, s.clientCertFile, s.clientAssertionFile, s.clientAssertionAlg, s.clientKeyID,
 		s.clientAssertionAudience, s.tokenEndpointCAFile, s.clientFilesHash,
+		redisURL(s.sharedCache), s.sharedCachePasswordFile, s.sharedCacheTimeout.String(), s.sharedCacheCAFile,
 	}
 	// json.Marshal sorts map keys and quotes every string, so the encoding is unambiguous.
 	b, _ := json.Marshal(fields)

@@ -151,7 +151,7 @@ func (c *endpointClient) exchange(endpoint, subjectToken, actorToken string, cre
 // token the answer must hold (see checkTokenType). The timeout bounds the whole of it, retry
 // included, and does not depend on the client's request: other requests may be waiting for this
 // same answer. A server error or a broken connection is retried once after a short jittered
-// pause when the budget allows; nothing else is.
+// pause when the budget allows; nothing else is (a throttling answer least of all, see throttle.go).
 func (c *endpointClient) post(endpoint, form string, cred credentials, flow string) (tokenResult, *failure) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
@@ -206,6 +206,9 @@ func (c *endpointClient) attempt(ctx context.Context, endpoint, form string, cre
 	}
 	if len(body) > maxResponseBody {
 		return tokenResult{}, failExchange(outcomeMalformedAnswer, "the answer is larger than 1 MiB"), false
+	}
+	if d, ok := throttleAnswer(resp.StatusCode, resp.Header.Get("Retry-After"), time.Now()); ok {
+		return tokenResult{}, failThrottledAnswer(resp.StatusCode, d, body), false
 	}
 	res, f := parseTokenResponse(resp.StatusCode, body, flow, c.requestedTokenType)
 	return res, f, f != nil && resp.StatusCode >= 500

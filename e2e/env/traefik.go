@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -123,6 +124,31 @@ func StartTraefik(dynamic map[string]string, otherPlugins ...string) (*Traefik, 
 		return nil, fmt.Errorf("%w; log:\n%s", err, tail(log, 40))
 	}
 	return t, nil
+}
+
+// StartReplicas starts n Traefik processes with the same dynamic configuration, side by side, as
+// the replicas of one deployment behind a load balancer. On an error, those started are stopped.
+func StartReplicas(n int, dynamic map[string]string) ([]*Traefik, error) {
+	replicas := make([]*Traefik, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replicas[i], errs[i] = StartTraefik(dynamic)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, t := range replicas {
+			if t != nil {
+				t.Stop()
+			}
+		}
+		return nil, err
+	}
+	return replicas, nil
 }
 
 // staticConfig is examples/static/traefik.yml with the example's ports and folder replaced.

@@ -28,10 +28,13 @@ type sample struct {
 }
 
 // benchRoutes is the dynamic configuration: one router per case, all to the same backend.
-func benchRoutes(backend, fastIdP, slowIdP, faAddr, faSlowAddr string) (string, []string) {
+func benchRoutes(backend, fastIdP, slowIdP, faAddr, faSlowAddr, redisAddr string) (string, []string) {
 	obo := func(endpoint string) string {
 		return `plugin: {oboexchange: {tokenEndpoint: "` + endpoint + `", clientId: gateway, clientSecret: s, audience: "api://orders"}}`
 	}
+	// No memory cache (cacheMaxEntries 0): every request is a memory miss answered by Redis.
+	redisHit := `plugin: {oboexchange: {tokenEndpoint: "` + fastIdP + `", clientId: gateway, clientSecret: s, audience: "api://orders", ` +
+		`sharedCache: "redis://` + redisAddr + `/0", cacheMaxEntries: "0"}}`
 	fa := func(addr string) string {
 		return `forwardAuth: {address: "http://` + addr + `/", authResponseHeaders: [Authorization]}`
 	}
@@ -43,6 +46,7 @@ func benchRoutes(backend, fastIdP, slowIdP, faAddr, faSlowAddr string) (string, 
 		{"forwardauth", fa(faAddr)},
 		{"misses", obo(slowIdP)},
 		{"famisses", fa(faSlowAddr)},
+		{"redishit", redisHit},
 	}
 	var b strings.Builder
 	var names []string
@@ -80,13 +84,18 @@ func throughTraefik(rounds, requests, concurrency int, missDelay time.Duration) 
 	if err := warmUp(gen, users); err != nil {
 		return err
 	}
+	if err := waitForEntries(s.redis, len(users)); err != nil {
+		return err
+	}
 	cases := hitCases(users, s.faPID)
+	fastBefore := s.fast.Calls()
 	res, err := s.measureRounds(gen, cases, rounds, requests, concurrency)
 	if err != nil {
 		return err
 	}
 	base := summarize(res.hits[0])
 	printHits(cases, res.hits, base, rounds, requests, concurrency)
+	fmt.Printf("Token-endpoint calls during the cache-hit and Redis-hit rounds: %d (0 expected: every case above is served by a cache).\n", s.fast.Calls()-fastBefore)
 	printMisses(res, base, missDelay, rounds)
 	return nil
 }
@@ -96,6 +105,7 @@ func throughTraefik(rounds, requests, concurrency int, missDelay time.Duration) 
 // router per configuration (benchRoutes).
 type benchStack struct {
 	traefik    *env.Traefik
+	redis      *env.Redis
 	fast, slow *load.TokenServer
 	faPID      int      // the forwardAuth service of the fast token server, whose CPU counts too
 	stops      []func() // what to stop, in the order it started
@@ -126,7 +136,11 @@ func (s *benchStack) start(missDelay time.Duration) error {
 	}
 	s.stops = append(s.stops, stopFASlow)
 
-	dynamic, routers := benchRoutes(backend, s.fast.URL, s.slow.URL, faAddr, faSlowAddr)
+	if s.redis, err = env.StartRedis(nil); err != nil {
+		return err
+	}
+	s.stops = append(s.stops, s.redis.Close)
+	dynamic, routers := benchRoutes(backend, s.fast.URL, s.slow.URL, faAddr, faSlowAddr, s.redis.Addr)
 	if s.traefik, err = env.StartTraefik(map[string]string{"bench.yml": dynamic}, "nullplugin"); err != nil {
 		return err
 	}
@@ -146,10 +160,11 @@ func (s *benchStack) stop() {
 	}
 }
 
-// warmUp sends every user once through the plugin and through the forwardAuth service, so that
-// both caches hold every user and the measured rounds see cache hits only.
+// warmUp sends every user once through the plugin, through the forwardAuth service and through
+// the plugin with Redis alone, so that the caches hold every user and the measured rounds see
+// cache hits only.
 func warmUp(gen *load.Loader, users []string) error {
-	for _, host := range []string{"obo.bench", "forwardauth.bench"} {
+	for _, host := range []string{"obo.bench", "forwardauth.bench", "redishit.bench"} {
 		if r := gen.Run(host, users, len(users)); r.Errors > 0 {
 			return fmt.Errorf("warm-up of %s: %d errors", host, r.Errors)
 		}
@@ -167,7 +182,20 @@ func hitCases(users []string, faPID int) []benchCase {
 		{name: "3. oboexchange, cache hit, 1 user", host: "obo.bench", tokens: one},
 		{name: "4. oboexchange, cache hit, 10,000 users", host: "obo.bench", tokens: users},
 		{name: "5. forwardAuth to a token-exchange service", host: "forwardauth.bench", tokens: users, extraPID: faPID},
+		{name: "6. oboexchange, Redis hit (memory miss), 10,000 users", host: "redishit.bench", tokens: users},
 	}
+}
+
+// waitForEntries waits until Redis holds n entries: the plugin writes them in the background.
+func waitForEntries(redis *env.Redis, n int) error {
+	for i := 0; i < 500; i++ {
+		if got, err := redis.Int("DBSIZE"); err == nil && got >= int64(n) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got, _ := redis.Int("DBSIZE")
+	return fmt.Errorf("after the warm-up, Redis holds %d entries, want %d", got, n)
 }
 
 // roundResults is what measureRounds measured, round by round.
@@ -231,7 +259,7 @@ func printHits(cases []benchCase, hits [][]sample, base sample, rounds, requests
 // baseline route and less the token endpoint called directly, for the plugin and for forwardAuth.
 func printMisses(res roundResults, base sample, missDelay time.Duration, rounds int) {
 	m, d, fm := median3(res.misses), median3(res.direct), median3(res.faMisses)
-	fmt.Printf("\n6. Cache misses: every request a new user, the authorization server answering after %v (%d requests per round)\n\n", missDelay, res.missRequests)
+	fmt.Printf("\n7. Cache misses: every request a new user, the authorization server answering after %v (%d requests per round)\n\n", missDelay, res.missRequests)
 	t := load.NewTable("figure", "value")
 	t.Row("token-endpoint calls", fmt.Sprintf("%d for %d requests", res.missCalls, res.missRequests*rounds))
 	t.Row("p50 / p99 through Traefik", ms(m.P50)+" / "+ms(m.P99))

@@ -135,6 +135,16 @@ func inProcess(rounds, ops int, memEntries int) error {
 		{"oboexchange, cache hit, one user", oboHandler, tokens[:1]},
 		{"oboexchange, cache hit, 10,000 users", oboHandler, tokens},
 	}
+	redisHandler, stopRedis, err := redisHitPlugin(gopath, idp.URL, next, tokens)
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+	cases = append(cases, struct {
+		name    string
+		handler http.Handler
+		tokens  []string
+	}{"oboexchange, Redis hit (memory miss), 10,000 users", redisHandler, tokens})
 	perOp := make([][]float64, len(cases))
 	allocs := make([][]float64, len(cases))
 	for r := 0; r < rounds; r++ {
@@ -269,4 +279,34 @@ func missCost(h http.Handler, idpURL string, rounds int) error {
 	fmt.Printf("\nCache miss under Yaegi against an instant token endpoint: %.0f us per request; the same round trip from compiled code: %.0f us; added by the plugin: %.0f us (medians of %d rounds of %d)\n",
 		median(plugin)/1000, median(native)/1000, (median(plugin)-median(native))/1000, rounds, ops)
 	return nil
+}
+
+// redisHitPlugin loads oboexchange with a shared cache and no memory cache (cacheMaxEntries 0), and
+// sends every user once, so that each later request is a memory miss answered by Redis: the
+// plugin's work plus one loopback round trip to Redis.
+func redisHitPlugin(gopath, idpURL string, next http.Handler, tokens []string) (http.Handler, func(), error) {
+	redis, err := env.StartRedis(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := loadPlugin(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
+		"tokenEndpoint": idpURL + "/token", "clientId": "gateway-redis", "clientSecret": "s", "audience": "api://orders",
+		"sharedCache": "redis://" + redis.Addr + "/0", "cacheMaxEntries": "0",
+	}, next)
+	if err == nil {
+		for u, tok := range tokens {
+			if status := serve(h, tok); status != 0 {
+				err = fmt.Errorf("warm-up exchange for user %d through Redis: status %d", u, status)
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = waitForEntries(redis, len(tokens))
+	}
+	if err != nil {
+		redis.Close()
+		return nil, nil, err
+	}
+	return h, redis.Close, nil
 }

@@ -1,6 +1,8 @@
 // Command soak puts oboexchange inside Traefik under load and reloads: a burst of concurrent first
-// requests of one user, a long run over many users, then configuration reloads under load. It
-// prints what the authorization server saw, the errors, and Traefik's memory and goroutines.
+// requests of one user, a long run over many users, then configuration reloads under load, then
+// three replicas sharing one Redis that is restarted under load (replicas.go). It prints what the
+// authorization server saw, the errors, and Traefik's memory and goroutines (for the replicas, the
+// largest of the three).
 // `make soak` runs it; the README's Reliability section records its figures.
 package main
 
@@ -25,8 +27,17 @@ func main() {
 	delay := flag.Duration("delay", 50*time.Millisecond, "how long the authorization server takes to answer")
 	concurrency := flag.Int("concurrency", 64, "connections of the load generator")
 	reloads := flag.Int("reloads", 1000, "configuration reloads under load")
+	replicaUsers := flag.Int("replica-users", 10000, "distinct users of each part of the replicas phase (0 skips it)")
+	replicaRequests := flag.Int("replica-requests", 100000, "requests of each part of the replicas phase")
+	only := flag.String("only", "", "run only this phase: replicas")
 	flag.Parse()
-	if err := run(*users, *requests, *burst, *concurrency, *reloads, *delay); err != nil {
+	var err error
+	if *only == "replicas" {
+		err = runReplicas(*replicaUsers, *replicaRequests, *concurrency, *delay)
+	} else {
+		err = run(*users, *requests, *burst, *concurrency, *reloads, *delay, *replicaUsers, *replicaRequests)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
 	}
@@ -93,7 +104,7 @@ func settle(t *env.Traefik, loaders ...*load.Loader) (snapshot, error) {
 
 // run runs the phases in order, each adding its row to the table printed at the end, and compares
 // Traefik before and after the reloads.
-func run(users, requests, burst, concurrency, reloads int, delay time.Duration) error {
+func run(users, requests, burst, concurrency, reloads int, delay time.Duration, replicaUsers, replicaRequests int) error {
 	s := &soak{}
 	defer s.stop()
 	if err := s.start(users, concurrency, delay); err != nil {
@@ -116,6 +127,11 @@ func run(users, requests, burst, concurrency, reloads int, delay time.Duration) 
 	}
 	if err := s.idle(); err != nil {
 		return err
+	}
+	if replicaUsers > 0 {
+		if err := s.replicas(replicaUsers, replicaRequests, concurrency, delay); err != nil {
+			return err
+		}
 	}
 	fmt.Println()
 	s.tab.Print()
@@ -173,7 +189,12 @@ func (s *soak) stop() {
 
 // row adds a phase's figures to the table.
 func (s *soak) row(phase string, n, errors int, calls, expected int64, snap snapshot, took time.Duration) {
-	s.tab.Row(phase, strconv.Itoa(n), strconv.Itoa(errors), strconv.FormatInt(calls, 10), strconv.FormatInt(expected, 10),
+	s.addRow(phase, n, errors, calls, strconv.FormatInt(expected, 10), snap, took)
+}
+
+// addRow is row with the expected calls as text (a range, for the Redis restart).
+func (s *soak) addRow(phase string, n, errors int, calls int64, expected string, snap snapshot, took time.Duration) {
+	s.tab.Row(phase, strconv.Itoa(n), strconv.Itoa(errors), strconv.FormatInt(calls, 10), expected,
 		fmt.Sprintf("%.1f MiB", snap.rssMiB), fmt.Sprintf("%.1f MiB", snap.heapMiB), strconv.Itoa(snap.goroutines), took.Round(time.Second).String())
 }
 

@@ -67,11 +67,16 @@ func StartNoContent() (string, error) {
 // Loader is a closed-loop load generator: Concurrency connections, each sending its next request
 // when the previous answer has been read.
 type Loader struct {
-	Base        string // scheme and host to send to
+	Base string // scheme and host to send to
+	// Bases, when set, replaces Base: request i goes to Bases[i % len(Bases)], as a load balancer
+	// spreads requests round-robin over replicas.
+	Bases       []string
 	Path        string // defaults to /orders
 	Concurrency int
 	// OK is the status that counts as a success (204 by default).
-	OK     int
+	OK int
+	// Sent, when set, counts the requests answered, for a caller that acts in the middle of a run.
+	Sent   *atomic.Int64
 	client *http.Client
 }
 
@@ -102,19 +107,27 @@ func (l *Loader) Run(host string, tokens []string, requests int) Result {
 	var errors atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
+	bases := l.Bases
+	if len(bases) == 0 {
+		bases = []string{l.Base}
+	}
 	for w := 0; w < l.Concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodGet, l.Base+path, nil)
-			if host != "" {
-				req.Host = host
+			reqs := make([]*http.Request, len(bases))
+			for b, base := range bases {
+				reqs[b], _ = http.NewRequest(http.MethodGet, base+path, nil)
+				if host != "" {
+					reqs[b].Host = host
+				}
 			}
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= requests {
 					return
 				}
+				req := reqs[i%len(reqs)]
 				if len(tokens) > 0 {
 					req.Header["Authorization"] = []string{tokens[i%len(tokens)]}
 				}
@@ -128,6 +141,9 @@ func (l *Loader) Run(host string, tokens []string, requests int) Result {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				latencies[i] = time.Since(t0)
+				if l.Sent != nil {
+					l.Sent.Add(1)
+				}
 				if resp.StatusCode != ok {
 					errors.Add(1)
 				}
