@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -103,17 +102,7 @@ func TestActorConfigErrors(t *testing.T) {
 		{"actor file without a token", func(c *Config) { c.ActorToken = "file:" + writeActorFile(t, "two tokens") }, "the file does not hold one token"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			c := testConfig("https://idp.example.com/oauth2/token")
-			tc.modify(c)
-			_, err := New(context.Background(), http.NotFoundHandler(), c, "test")
-			if err == nil {
-				t.Fatalf("New accepted the configuration, want an error containing %q", tc.want)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error = %q, want it to contain %q", err, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantConfigError(t, tc.modify, tc.want) })
 	}
 }
 
@@ -373,26 +362,11 @@ func TestActorClientCredentialsSingleFlight(t *testing.T) {
 	h, _ := newTestMiddleware(t, actorConfig(ts.url(), "client_credentials"))
 
 	const n = 20
-	codes := make(chan int, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
+	var tokens []string
 	for i := 0; i < n; i++ {
-		token := opaqueToken(100 + i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			codes <- call(h, "Bearer "+token).Code
-		}()
+		tokens = append(tokens, opaqueToken(100+i))
 	}
-	close(start)
-	wg.Wait()
-	close(codes)
-	for code := range codes {
-		if code != http.StatusNoContent {
-			t.Errorf("status %d, want 204", code)
-		}
-	}
+	callTogether(t, h, tokens, http.StatusNoContent)
 	if cc, x := grantCalls(ts, grantClientCredentials), grantCalls(ts, grantTokenExchange); cc != 1 || x != n {
 		t.Errorf("client-credentials requests = %d, exchanges = %d; want 1 and %d", cc, x, n)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 )
@@ -54,17 +53,7 @@ func TestConfigErrors(t *testing.T) {
 		{"missing secret file", func(c *Config) { c.ClientSecret = ""; c.ClientSecretFile = "/nonexistent/secret" }, "clientSecretFile:"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			c := testConfig("https://idp.example.com/oauth2/token")
-			tc.modify(c)
-			_, err := New(context.Background(), http.NotFoundHandler(), c, "test")
-			if err == nil {
-				t.Fatalf("New accepted the configuration, want an error containing %q", tc.want)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error = %q, want it to contain %q", err, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantConfigError(t, tc.modify, tc.want) })
 	}
 }
 

@@ -365,26 +365,11 @@ func TestDiscoverySingleFlight(t *testing.T) {
 	h, _ := newTestMiddleware(t, issuerConfig(ms.url))
 
 	const n = 20
-	codes := make(chan int, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
+	var tokens []string
 	for i := 0; i < n; i++ {
-		token := opaqueToken(500 + i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			codes <- call(h, "Bearer "+token).Code
-		}()
+		tokens = append(tokens, opaqueToken(500+i))
 	}
-	close(start)
-	wg.Wait()
-	close(codes)
-	for code := range codes {
-		if code != http.StatusNoContent {
-			t.Errorf("status %d, want 204", code)
-		}
-	}
+	callTogether(t, h, tokens, http.StatusNoContent)
 	if ms.total.Load() != 1 || ts.count() != n {
 		t.Errorf("metadata requests = %d, exchanges = %d; want 1 and %d", ms.total.Load(), ts.count(), n)
 	}

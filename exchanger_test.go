@@ -21,26 +21,11 @@ func TestSingleFlight(t *testing.T) {
 	h, b := newTestMiddleware(t, testConfig(ts.url()))
 
 	const n = 50
-	codes := make(chan int, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
+	var tokens []string
 	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			codes <- call(h, "Bearer "+userToken).Code
-		}()
+		tokens = append(tokens, userToken)
 	}
-	close(start)
-	wg.Wait()
-	close(codes)
-
-	for code := range codes {
-		if code != http.StatusNoContent {
-			t.Errorf("status %d, want 204", code)
-		}
-	}
+	callTogether(t, h, tokens, http.StatusNoContent)
 	if ts.count() != 1 || b.count() != n {
 		t.Errorf("token endpoint calls = %d, backend calls = %d; want 1 and %d", ts.count(), b.count(), n)
 	}

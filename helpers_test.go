@@ -176,6 +176,18 @@ func reply(status int, body string) func(w http.ResponseWriter, r *http.Request)
 // bearerAccessToken starts the JSON of an RFC 8693 answer that issues an access token.
 const bearerAccessToken = `{"issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer",`
 
+// hanging answers no request until the client gives up or the test ends.
+func hanging(t *testing.T) func(w http.ResponseWriter, r *http.Request) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+}
+
 // firstThen answers the first request with first and every later one with then.
 func firstThen(first, then func(w http.ResponseWriter, r *http.Request)) func(w http.ResponseWriter, r *http.Request) {
 	var n atomic.Int32
@@ -284,6 +296,47 @@ func secretFileMiddleware(t *testing.T, ts *tokenServer, path string) http.Handl
 	c.ClientAuthMethod = "client_secret_post"
 	h, _ := newTestMiddleware(t, c)
 	return h
+}
+
+// callTogether sends one request per token, all released at once, and fails the test unless each
+// gets the status want.
+func callTogether(t *testing.T, h http.Handler, tokens []string, want int) {
+	t.Helper()
+	codes := make(chan int, len(tokens))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, token := range tokens {
+		token := token // Yaegi: goroutines over a loop variable would all see its last value
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			codes <- call(h, "Bearer "+token).Code
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != want {
+			t.Errorf("status %d, want %d", code, want)
+		}
+	}
+}
+
+// wantConfigError makes New refuse testConfig changed by modify, with an error containing want
+// (the option's name and the fix).
+func wantConfigError(t *testing.T, modify func(c *Config), want string) {
+	t.Helper()
+	c := testConfig("https://idp.example.com/oauth2/token")
+	modify(c)
+	_, err := New(context.Background(), http.NotFoundHandler(), c, "test")
+	if err == nil {
+		t.Fatalf("New accepted the configuration, want an error containing %q", want)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error = %q, want it to contain %q", err, want)
+	}
 }
 
 // call sends a GET with the given Authorization value (none when empty).

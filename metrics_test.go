@@ -102,14 +102,7 @@ func query(v string) func(r *http.Request) {
 // Every series moves as the README's response table says: one row per situation, each with a
 // cache of its own, so that every counter starts at zero.
 func TestMetricsFollowTheResponseTable(t *testing.T) {
-	slow := make(chan struct{})
-	t.Cleanup(func() { close(slow) })
-	hang := func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-slow:
-		case <-r.Context().Done():
-		}
-	}
+	hang := hanging(t)
 	redirect := func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "http://elsewhere.test/token", http.StatusTemporaryRedirect)
 	}

@@ -47,14 +47,7 @@ func TestUpstreamHeader(t *testing.T) {
 
 // The response table of the README: what the client gets and whether the backend is called.
 func TestResponseTable(t *testing.T) {
-	slow := make(chan struct{})
-	t.Cleanup(func() { close(slow) })
-	hang := func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-slow:
-		case <-r.Context().Done():
-		}
-	}
+	hang := hanging(t)
 	// A redirect is not followed: the server it points at must receive nothing.
 	elsewhere := newTokenServer(t, issue(exchangedToken, 60))
 	redirect := func(w http.ResponseWriter, r *http.Request) {

@@ -278,7 +278,7 @@ func TestAKSWorkloadIdentityExample(t *testing.T) {
 	if _, err := oboexchange.New(context.Background(), http.NotFoundHandler(), decodeCRD(t, options), "aks"); err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	writeDynamic(t, "aks.yml", crdRoute("aks", "aks.test", options), "aks", "enabled")
+	writeDynamic(t, "aks.yml", jsonRoute("aks", "aks.test", options), "aks", "enabled")
 
 	exchange := func(sub string, status int) {
 		t.Helper()
@@ -384,20 +384,4 @@ func decodeCRD(t *testing.T, options map[string]interface{}) *oboexchange.Config
 		t.Fatalf("decode: %v", err)
 	}
 	return cfg
-}
-
-// crdRoute is a dynamic configuration with the plugin options as JSON, as the CRD provider
-// passes them.
-func crdRoute(name, host string, options map[string]interface{}) string {
-	dynamic := map[string]interface{}{"http": map[string]interface{}{
-		"routers": map[string]interface{}{name: map[string]interface{}{
-			"rule": "Host(`" + host + "`)", "entryPoints": []string{"web"}, "middlewares": []string{name + "-obo"}, "service": name,
-		}},
-		"middlewares": map[string]interface{}{name + "-obo": map[string]interface{}{"plugin": map[string]interface{}{"oboexchange": options}}},
-		"services": map[string]interface{}{name: map[string]interface{}{"loadBalancer": map[string]interface{}{
-			"servers": []interface{}{map[string]interface{}{"url": echo.URL}},
-		}}},
-	}}
-	content, _ := json.Marshal(dynamic)
-	return string(content)
 }

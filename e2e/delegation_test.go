@@ -40,37 +40,6 @@ func clientToken(t *testing.T, clientID, secret string) string {
 	return remember(token)
 }
 
-// forge keeps a token's header and claims and breaks its signature.
-func forge(token string) string {
-	last := token[len(token)-4:]
-	replacement := "AAAA"
-	if last == replacement {
-		replacement = "BBBB"
-	}
-	return remember(token[:len(token)-4] + replacement)
-}
-
-// sendWith makes a GET through Traefik with a Host and the given headers.
-func sendWith(t *testing.T, host string, headers map[string]string) response {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, traefik.WebURL+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Host = host
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := response{status: resp.StatusCode, header: resp.Header}
-	decodeReceived(t, resp, &r)
-	return r
-}
-
 // checkActor verifies the forwarded token as checkExchanged does, and that its act claim names the
 // actor.
 func checkActor(t *testing.T, user, forwarded, actor string) {
@@ -99,7 +68,7 @@ func TestDelegationActorFile(t *testing.T) {
 	r := send(t, host, "/", "Bearer "+user)
 	checkActor(t, user, forwardedToken(t, r, user), env.KeycloakStyleClientID)
 
-	forged := forge(clientToken(t, env.KeycloakStyleClientID, env.GatewaySecret))
+	forged := remember(env.ForgeSignature(clientToken(t, env.KeycloakStyleClientID, env.GatewaySecret)))
 	if err := os.WriteFile(path, []byte(forged), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +104,7 @@ func TestDelegationActorHeader(t *testing.T) {
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {
 			exchanges := idp.Exchanges()
-			r := sendWith(t, host, map[string]string{"Authorization": "Bearer " + user, "X-Agent-Token": step.agentToken})
+			r := sendHeaders(t, host, "/", map[string]string{"Authorization": "Bearer " + user, "X-Agent-Token": step.agentToken})
 			token := forwardedToken(t, r, user)
 			checkActor(t, user, token, step.agent)
 			if _, ok := r.received.Header["X-Agent-Token"]; ok {
@@ -160,7 +129,7 @@ func TestDelegationActorHeader(t *testing.T) {
 		serverAsked      bool
 	}{
 		{"no agent token", "", "Bearer", false},
-		{"forged agent token", forge(agentA), `Bearer error="invalid_token"`, true},
+		{"forged agent token", remember(env.ForgeSignature(agentA)), `Bearer error="invalid_token"`, true},
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,7 +138,7 @@ func TestDelegationActorHeader(t *testing.T) {
 			if tc.agentToken != "" {
 				headers["X-Agent-Token"] = tc.agentToken
 			}
-			r := sendWith(t, host, headers)
+			r := sendHeaders(t, host, "/", headers)
 			if r.status != http.StatusUnauthorized || r.header.Get("WWW-Authenticate") != tc.challenge {
 				t.Fatalf("status %d, WWW-Authenticate %q; want 401 and %q: %s", r.status, r.header.Get("WWW-Authenticate"), tc.challenge, r.body)
 			}

@@ -222,13 +222,23 @@ func send(t *testing.T, host, path, authorization string) response {
 // sendHeader makes a GET through Traefik with a Host and one header (none when value is empty).
 func sendHeader(t *testing.T, host, path, name, value string) response {
 	t.Helper()
+	headers := map[string]string{}
+	if value != "" {
+		headers[name] = value
+	}
+	return sendHeaders(t, host, path, headers)
+}
+
+// sendHeaders makes a GET through Traefik with a Host and the given headers.
+func sendHeaders(t *testing.T, host, path string, headers map[string]string) response {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, traefik.WebURL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Host = host
-	if value != "" {
-		req.Header.Set(name, value)
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

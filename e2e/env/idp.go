@@ -182,6 +182,12 @@ func (p *IdP) Login(username, password string) (string, error) {
 	}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(webClientID, webClientSecret)
+	return accessToken(client, req, "token")
+}
+
+// accessToken sends a token request and returns the access token of its answer; what names the
+// request in the error.
+func accessToken(client *http.Client, req *http.Request, what string) (string, error) {
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", err
@@ -192,7 +198,7 @@ func (p *IdP) Login(username, password string) (string, error) {
 		Error       string `json:"error"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
-		return "", fmt.Errorf("token: HTTP %d %s %v", resp.StatusCode, tok.Error, err)
+		return "", fmt.Errorf("%s: HTTP %d %s %v", what, resp.StatusCode, tok.Error, err)
 	}
 	return tok.AccessToken, nil
 }
@@ -205,19 +211,7 @@ func (p *IdP) ClientToken(clientID, secret string) (string, error) {
 	}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var tok struct {
-		AccessToken string `json:"access_token"`
-		Error       string `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
-		return "", fmt.Errorf("client credentials: HTTP %d %s %v", resp.StatusCode, tok.Error, err)
-	}
-	return tok.AccessToken, nil
+	return accessToken(&http.Client{Timeout: 10 * time.Second}, req, "client credentials")
 }
 
 // redirectTarget returns where a 302 points to.
