@@ -265,37 +265,17 @@ func TestRedisBadServers(t *testing.T) {
 		name  string
 		serve func(c net.Conn, rd *bufio.Reader)
 	}{
-		{"HTTP instead of RESP", func(c net.Conn, rd *bufio.Reader) {
-			_, _ = readCommand(rd)
-			_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
-			_, _ = rd.ReadByte()
-		}},
+		{"HTTP instead of RESP", answerThenWait("HTTP/1.1 400 Bad Request\r\n\r\n")},
 		{"never answers", func(c net.Conn, rd *bufio.Reader) { _, _ = rd.ReadByte(); _, _ = rd.ReadByte() }},
 		{"closes at once", func(c net.Conn, rd *bufio.Reader) {}},
 		{"endless line", func(c net.Conn, rd *bufio.Reader) {
 			_, _ = readCommand(rd)
 			_, _ = c.Write(append([]byte("+"), bytes.Repeat([]byte("a"), 100000)...))
 		}},
-		{"oversized bulk", func(c net.Conn, rd *bufio.Reader) {
-			_, _ = readCommand(rd)
-			_, _ = c.Write([]byte("$999999999\r\n"))
-			_, _ = rd.ReadByte()
-		}},
-		{"array", func(c net.Conn, rd *bufio.Reader) {
-			_, _ = readCommand(rd)
-			_, _ = c.Write([]byte("*1\r\n$1\r\na\r\n"))
-			_, _ = rd.ReadByte()
-		}},
-		{"bulk without CRLF", func(c net.Conn, rd *bufio.Reader) {
-			_, _ = readCommand(rd)
-			_, _ = c.Write([]byte("$1\r\nabc"))
-			_, _ = rd.ReadByte()
-		}},
-		{"half a reply", func(c net.Conn, rd *bufio.Reader) {
-			_, _ = readCommand(rd)
-			_, _ = c.Write([]byte("$10\r\nabc"))
-			_, _ = rd.ReadByte()
-		}},
+		{"oversized bulk", answerThenWait("$999999999\r\n")},
+		{"array", answerThenWait("*1\r\n$1\r\na\r\n")},
+		{"bulk without CRLF", answerThenWait("$1\r\nabc")},
+		{"half a reply", answerThenWait("$10\r\nabc")},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -383,4 +363,14 @@ func openConns(c *redisClient) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.open
+}
+
+// answerThenWait is a fake server's reply: it reads one command, writes raw, then holds the
+// connection open until the client closes it.
+func answerThenWait(raw string) func(c net.Conn, rd *bufio.Reader) {
+	return func(c net.Conn, rd *bufio.Reader) {
+		_, _ = readCommand(rd)
+		_, _ = c.Write([]byte(raw))
+		_, _ = rd.ReadByte()
+	}
 }

@@ -11,11 +11,7 @@ import (
 // The provider signs users in and exchanges their tokens (checked here without Traefik, so a
 // failure of the suite can be told apart from a failure of its authorization server).
 func TestIdPLoginAndExchange(t *testing.T) {
-	p, err := StartIdP(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
+	p := startIdP(t)
 
 	user, err := p.Login(p.DemoUser(), UserPassword)
 	if err != nil {
@@ -47,11 +43,7 @@ func TestIdPLoginAndExchange(t *testing.T) {
 // Delegation: an agent's own token, sent as the actor token, is verified by the provider and named
 // in the act claim of the issued token; a forged one is refused by the provider.
 func TestIdPDelegation(t *testing.T) {
-	p, err := StartIdP(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
+	p := startIdP(t)
 	user, err := p.Login(p.DemoUser(), UserPassword)
 	if err != nil {
 		t.Fatalf("login: %v", err)
@@ -124,4 +116,15 @@ func postForm(t *testing.T, endpoint string, form url.Values, into interface{}) 
 		t.Fatal(err)
 	}
 	return resp.StatusCode
+}
+
+// startIdP starts the provider for one test.
+func startIdP(t *testing.T) *IdP {
+	t.Helper()
+	p, err := StartIdP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
 }
