@@ -1,15 +1,16 @@
 package oboexchange
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/oboexchange/oboexchange/internal/jose"
+	"github.com/oboexchange/oboexchange/internal/watch"
 )
 
 // Where the actor token of RFC 8693 delegation comes from (actorToken). The actor is the party
@@ -98,10 +99,11 @@ func parseActorHeader(s *settings, name string) error {
 // holds it: for client_credentials, the gateway's own access token is cached here until it expires
 // less expiryMargin, and concurrent exchanges that need a new one share one request.
 type actorSource struct {
-	kind   string
-	file   *watchedFile // actorFile
-	ccForm string       // actorClientCredentials: the grant's form, without client authentication
-	margin time.Duration
+	kind      string
+	tokenType string      // actorTokenType
+	file      *watch.File // actorFile
+	ccForm    string      // actorClientCredentials: the grant's form, without client authentication
+	margin    time.Duration
 
 	mu      sync.Mutex
 	cached  string        // the client-credentials access token
@@ -121,10 +123,10 @@ func newActorSource(s *settings) *actorSource {
 	if s.actorKind == "" {
 		return nil
 	}
-	a := &actorSource{kind: s.actorKind, margin: s.margin}
+	a := &actorSource{kind: s.actorKind, tokenType: s.actorTokenType, margin: s.margin}
 	switch s.actorKind {
 	case actorFile:
-		a.file = newWatchedFile("actorToken", s.actorPath, parseActorFile)
+		a.file = watch.New("actorToken", s.actorPath, parseActorFile)
 	case actorClientCredentials:
 		v := url.Values{"grant_type": {grantClientCredentials}}
 		if len(s.actorScopes) > 0 {
@@ -155,7 +157,7 @@ func (a *actorSource) load() error {
 	if a == nil || a.file == nil {
 		return nil
 	}
-	return a.file.load()
+	return a.file.Load()
 }
 
 // token returns the actor token for one exchange: the caller's (header:), the file's, or the
@@ -174,16 +176,25 @@ func (a *actorSource) token(c *endpointClient, endpoint string, cred credentials
 	return a.clientCredentials(c, endpoint, cred)
 }
 
+// param is the form parameters that carry an actor token in the exchange (RFC 8693 section 2.1),
+// encoded; "" without one.
+func (a *actorSource) param(token string) string {
+	if token == "" {
+		return ""
+	}
+	return "&actor_token=" + url.QueryEscape(token) + "&actor_token_type=" + url.QueryEscape(a.tokenType)
+}
+
 // fromFile reads the actor token file again (it is re-read when it changes; on an error, the last
 // good token stays in use). An expired JWT is not sent: the server could only refuse it.
 func (a *actorSource) fromFile(log *logger) (string, *failure) {
-	v, err := a.file.get()
+	v, err := a.file.Get()
 	if err != nil {
 		log.log(levelWarn, "actor token file could not be read again; the last good token is used", "error", err.Error())
 	}
 	token, _ := v.(string)
-	if exp, ok := jwtExpiry(token); ok && !exp.After(time.Now()) {
-		return "", failExchange(outcomeClientError, "the actor token in "+a.file.path+" has expired; it was not renewed")
+	if exp, ok := jose.Expiry(token); ok && !exp.After(time.Now()) {
+		return "", failExchange(outcomeClientError, "the actor token in "+a.file.Path()+" has expired; it was not renewed")
 	}
 	return token, nil
 }
@@ -320,7 +331,7 @@ func checkActorToken(actor string, subjectExp, now time.Time) (time.Time, *failu
 	if !isB64Token(actor) {
 		return subjectExp, failMalformed("the actor token is not an RFC 6750 b64token")
 	}
-	exp, ok := jwtExpiry(actor)
+	exp, ok := jose.Expiry(actor)
 	if !ok {
 		return subjectExp, nil
 	}
@@ -331,24 +342,4 @@ func checkActorToken(actor string, subjectExp, now time.Time) (time.Time, *failu
 		return exp, nil
 	}
 	return subjectExp, nil
-}
-
-// actorCacheKey is the cache key of a subject token sent with the caller's actor token: the
-// SHA-256 of the subject's length, a colon, the subject, then the actor. The length prefix makes
-// the split unambiguous ("ab"+"c" and "a"+"bc" differ), so two agents acting for one user, or one
-// agent for two users, never share an entry. Configurations with a header: actor use this key for
-// every entry, so it never meets a key of the subject alone.
-func actorCacheKey(subject, actor string) [32]byte {
-	return sha256.Sum256([]byte(strconv.Itoa(len(subject)) + ":" + subject + actor))
-}
-
-// pairSecret is what identifies an exchange's input: the subject token, and with a caller's actor
-// token both of them, joined unambiguously (the subject's length first). The memory cache's key
-// is its hash; the shared cache derives its key and its sealing key from it, so two agents acting
-// for the same user share no entry there either.
-func pairSecret(subject, actor string) string {
-	if actor == "" {
-		return subject
-	}
-	return strconv.Itoa(len(subject)) + ":" + subject + actor
 }

@@ -493,25 +493,6 @@ func TestActorRefused(t *testing.T) {
 	}
 }
 
-// The cache key covers the subject and the actor, with no ambiguity at their boundary.
-func TestActorCacheKey(t *testing.T) {
-	keys := map[[32]byte]string{}
-	pairs := [][2]string{{"ab", "c"}, {"a", "bc"}, {"abc", ""}, {"user", "agent-a"}, {"user", "agent-b"}, {"user2", "agent-a"}, {"1:a", "b"}, {"1", ":ab"}}
-	for _, p := range pairs {
-		k := actorCacheKey(p[0], p[1])
-		if other, seen := keys[k]; seen {
-			t.Errorf("%q+%q has the key of %s", p[0], p[1], other)
-		}
-		keys[k] = p[0] + "+" + p[1]
-		if k == key(p[0]+p[1]) || k == key(p[0]) {
-			t.Errorf("%q+%q has the key of a subject alone", p[0], p[1])
-		}
-		if actorCacheKey(p[0], p[1]) != k {
-			t.Error("the key is not stable")
-		}
-	}
-}
-
 // The caller's actor token caps the cache lifetime like the subject token's exp does.
 func TestCheckActorToken(t *testing.T) {
 	soon, later := testNow.Add(time.Minute), testNow.Add(time.Hour)

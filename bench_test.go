@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/oboexchange/oboexchange/internal/jose"
+	"github.com/oboexchange/oboexchange/internal/jose/josetest"
 )
 
 // Compiled benchmarks of the cache-hit path and of the cache's memory. The figures that matter
@@ -74,26 +77,26 @@ func BenchmarkCacheMemory(b *testing.B) {
 // that the methods differ only in what each adds: a signature, a file read, a client certificate.
 func benchmarkMiss(b *testing.B, method string) {
 	dir := b.TempDir()
-	ca, clientCA := newTestCA(b, "bench server CA"), newTestCA(b, "bench client CA")
-	var required *testCA
+	ca, clientCA := josetest.NewCA(b, "bench server CA"), josetest.NewCA(b, "bench client CA")
+	var required *josetest.CA
 	c := CreateConfig()
 	c.ClientID, c.Audience, c.LogLevel, c.CacheMaxEntries = "gateway", []string{"api://orders"}, "off", 1000000
-	c.TokenEndpointCAFile = writeTestFile(b, dir, "ca.pem", ca.pem)
+	c.TokenEndpointCAFile = writeFile(b, dir, "ca.pem", ca.PEM)
 	c.ClientAuthMethod = "private_key_jwt"
 	switch method {
 	case "secret":
 		c.ClientAuthMethod, c.ClientSecret = "client_secret_basic", "s3cret"
 	case "RS256", "PS256":
-		c.ClientKeyFile, c.ClientAssertionAlg = writeTestFile(b, dir, "key.pem", pkcs8PEM(b, testRSAKey(b, 1))), method
+		c.ClientKeyFile, c.ClientAssertionAlg = writeFile(b, dir, "key.pem", josetest.PKCS8(b, josetest.RSAKey(b, 1))), method
 	case "ES256":
-		c.ClientKeyFile = writeTestFile(b, dir, "key.pem", pkcs8PEM(b, testECKey(b, elliptic.P256())))
+		c.ClientKeyFile = writeFile(b, dir, "key.pem", josetest.PKCS8(b, josetest.ECKey(b, elliptic.P256())))
 	case "assertion file":
-		c.ClientAssertionFile = writeTestFile(b, dir, "token", []byte(benchAssertion))
+		c.ClientAssertionFile = writeFile(b, dir, "token", []byte(benchAssertion))
 	case "mTLS":
-		key := testECKey(b, elliptic.P256())
+		key := josetest.ECKey(b, elliptic.P256())
 		c.ClientAuthMethod, required = "tls_client_auth", clientCA
-		c.ClientKeyFile = writeTestFile(b, dir, "tls.key", pkcs8PEM(b, key))
-		c.ClientCertFile = writeTestFile(b, dir, "tls.crt", pemEncode("CERTIFICATE", clientCA.issue(b, &key.PublicKey, "gateway", false)))
+		c.ClientKeyFile = writeFile(b, dir, "tls.key", josetest.PKCS8(b, key))
+		c.ClientCertFile = writeFile(b, dir, "tls.crt", josetest.PEM("CERTIFICATE", clientCA.Issue(b, &key.PublicKey, "gateway", false)))
 	}
 	ts := newTLSTokenServer(b, ca, required, func(w http.ResponseWriter, r *http.Request) {
 		answer(w, 200, bearerAccessToken+`"access_token":"x-`+r.PostForm.Get("subject_token")+`","expires_in":3600}`)
@@ -129,13 +132,14 @@ func BenchmarkCacheMiss(b *testing.B) {
 // BenchmarkSignAssertion is the cost of signing one client assertion, the part of a
 // private_key_jwt miss that grows with the key.
 func BenchmarkSignAssertion(b *testing.B) {
-	keys := map[string]interface{}{"RS256": testRSAKey(b, 1), "PS256": testRSAKey(b, 1), "ES256": testECKey(b, elliptic.P256()), "ES384": testECKey(b, elliptic.P384())}
+	keys := map[string]interface{}{"RS256": josetest.RSAKey(b, 1), "PS256": josetest.RSAKey(b, 1), "ES256": josetest.ECKey(b, elliptic.P256()), "ES384": josetest.ECKey(b, elliptic.P384())}
 	for _, alg := range []string{"RS256", "PS256", "ES256", "ES384"} {
 		b.Run(alg, func(b *testing.B) {
-			k, err := parsePrivateKey(pkcs8PEM(b, keys[alg]), alg, flowRFC8693)
+			v, err := parseKeyFile(alg, flowRFC8693)(josetest.PKCS8(b, keys[alg]))
 			if err != nil {
 				b.Fatal(err)
 			}
+			k := v.(*jose.PrivateKey)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

@@ -131,6 +131,11 @@ func (c *cache) len() int {
 	return int(c.count.Load())
 }
 
+// evicted counts the entries dropped to keep the bound (metrics).
+func (c *cache) evicted() int64 {
+	return c.evictions.Load()
+}
+
 // hits sums the fast path's hits over the shards (metrics).
 func (c *cache) hits() int64 {
 	var n int64

@@ -3,6 +3,7 @@ package oboexchange
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -78,7 +79,7 @@ func TestCacheBoundEvictsExpiredFirst(t *testing.T) {
 
 	// Nothing expired: one live entry goes, never the one just stored.
 	for i := 0; i < 20; i++ {
-		k := key("new" + itoa(i))
+		k := key("new" + strconv.Itoa(i))
 		c.put(k, &entry{header: "n", expires: in(time.Hour)})
 		if c.get(k) == nil || c.len() != 3 {
 			t.Fatalf("insert %d: stored %v, len %d; want stored and 3", i, c.get(k) != nil, c.len())
@@ -93,15 +94,15 @@ func TestCacheBoundSharded(t *testing.T) {
 		t.Fatalf("shards = %d", len(c.shards))
 	}
 	for i := 0; i < 10000; i++ {
-		c.put(key(itoa(i)), &entry{expires: in(time.Hour)})
+		c.put(key(strconv.Itoa(i)), &entry{expires: in(time.Hour)})
 	}
 	for i := 0; i < 10000; i++ {
-		if c.get(key(itoa(i))) == nil {
+		if c.get(key(strconv.Itoa(i))) == nil {
 			t.Fatalf("entry %d evicted before the cache was full", i)
 		}
 	}
 	for i := 10000; i < 30000; i++ {
-		c.put(key(itoa(i)), &entry{expires: in(time.Hour)})
+		c.put(key(strconv.Itoa(i)), &entry{expires: in(time.Hour)})
 	}
 	n := 0
 	for _, s := range c.shards {
@@ -205,8 +206,9 @@ func TestSubjectExpiryAfterClockStep(t *testing.T) {
 	x := newExchanger("clock-step", &settings{endpoint: &url.URL{Scheme: "https", Host: "idp.test"}, maxEntries: 10})
 	// A wall clock an hour ahead of where the monotonic clock would put it.
 	wall := time.Now().Round(0).Add(time.Hour)
-	subjectExp := wall.Add(10 * time.Minute)
-	e := x.store(userToken, "", key(userToken), tokenResult{header: "Bearer x", expiresIn: time.Hour}, subjectExp, wall, 0, newLogger("t", levelOff))
+	ex := newExchange(userToken, "", newLogger("t", levelOff))
+	ex.notAfter = wall.Add(10 * time.Minute)
+	e := x.store(ex, tokenResult{header: "Bearer x", expiresIn: time.Hour}, wall, 0)
 	if left := e.expires - time.Since(epoch); left > 10*time.Minute || left < 9*time.Minute {
 		t.Errorf("the entry lives %v, want the subject token's remaining 10m", left)
 	}

@@ -15,6 +15,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/oboexchange/oboexchange/internal/jose"
+	"github.com/oboexchange/oboexchange/internal/watch"
 )
 
 // Client authentication without a shared secret: a signed or ready-made JWT (RFC 7523 section
@@ -41,7 +44,7 @@ func parseClientAuth(s *settings, c *Config) error {
 		return errors.New("tokenEndpointCAFile is set but tokenEndpoint uses http: the CAs verify an https endpoint; use https or remove tokenEndpointCAFile")
 	}
 	switch s.clientAssertionAlg {
-	case "", algRS256, algPS256, algES256, algES384:
+	case "", jose.RS256, jose.PS256, jose.ES256, jose.ES384:
 	default:
 		return fmt.Errorf("clientAssertionAlg: unknown value %q; use RS256, PS256, ES256 or ES384 (or leave it unset to follow the key)", c.ClientAssertionAlg)
 	}
@@ -145,10 +148,10 @@ type clientAuth struct {
 	keyID    string
 
 	secret    *secretSource
-	key       *watchedFile // *privateKey; nil when not configured, as are the three below
-	cert      *watchedFile // *certChain
-	assertion *watchedFile // string
-	ca        *watchedFile // *x509.CertPool
+	key       *watch.File // *jose.PrivateKey; nil when not configured, as are the three below
+	cert      *watch.File // *jose.Chain
+	assertion *watch.File // string
+	ca        *watch.File // *x509.CertPool
 
 	mu   sync.Mutex
 	pair keyPair // the last key and certificate found to match
@@ -156,8 +159,8 @@ type clientAuth struct {
 
 // keyPair is a private key with the certificate that matches it.
 type keyPair struct {
-	key  *privateKey
-	cert *certChain       // nil without clientCertFile
+	key  *jose.PrivateKey
+	cert *jose.Chain      // nil without clientCertFile
 	tls  *tls.Certificate // tls_client_auth only
 }
 
@@ -169,47 +172,33 @@ func newClientAuth(s *settings) *clientAuth {
 		keyID:    s.clientKeyID,
 		secret:   newSecretSource(s.clientSecret, s.clientSecretFile),
 	}
-	alg, flow := s.clientAssertionAlg, s.flow
 	if s.clientKeyFile != "" {
-		a.key = newWatchedFile("clientKeyFile", s.clientKeyFile, func(data []byte) (interface{}, error) {
-			key, err := parsePrivateKey(data, alg, flow)
-			if err != nil {
-				return nil, err
-			}
-			return key, nil
-		})
+		a.key = watch.New("clientKeyFile", s.clientKeyFile, parseKeyFile(s.clientAssertionAlg, s.flow))
 	}
 	if s.clientCertFile != "" {
-		a.cert = newWatchedFile("clientCertFile", s.clientCertFile, parseCertFile)
+		a.cert = watch.New("clientCertFile", s.clientCertFile, parseCertFile)
 	}
 	if s.clientAssertionFile != "" {
-		a.assertion = newWatchedFile("clientAssertionFile", s.clientAssertionFile, parseAssertionFile)
+		a.assertion = watch.New("clientAssertionFile", s.clientAssertionFile, parseAssertionFile)
 	}
 	if s.tokenEndpointCAFile != "" {
-		a.ca = newWatchedFile("tokenEndpointCAFile", s.tokenEndpointCAFile, parseCAFile)
+		a.ca = watch.New("tokenEndpointCAFile", s.tokenEndpointCAFile, parseCAFile)
 	}
 	return a
 }
 
 // The parse functions of the watched files: their values are read back with type assertions.
+
 func parseCertFile(data []byte) (interface{}, error) {
-	c, err := parseCertificates(data)
+	c, err := jose.ParseChain(data)
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func parseAssertionFile(data []byte) (interface{}, error) {
-	a, err := parseAssertion(data)
-	if err != nil {
-		return nil, err
-	}
-	return a, nil
-}
-
 func parseCAFile(data []byte) (interface{}, error) {
-	pool, err := parseCAPool(data)
+	pool, err := jose.ParseCAPool(data)
 	if err != nil {
 		return nil, err
 	}
@@ -222,11 +211,11 @@ func (a *clientAuth) load() error {
 	if err := a.secret.load(); err != nil {
 		return err
 	}
-	for _, f := range []*watchedFile{a.key, a.cert, a.assertion, a.ca} {
+	for _, f := range []*watch.File{a.key, a.cert, a.assertion, a.ca} {
 		if f == nil {
 			continue
 		}
-		if err := f.load(); err != nil {
+		if err := f.Load(); err != nil {
 			return withFix(err)
 		}
 	}
@@ -236,7 +225,7 @@ func (a *clientAuth) load() error {
 	key, cert := a.files()
 	pair, err := a.match(key, cert)
 	if err != nil {
-		return fmt.Errorf("clientCertFile: %s: %v; give the certificate issued for the key of clientKeyFile", a.cert.path, err)
+		return fmt.Errorf("clientCertFile: %s: %v; give the certificate issued for the key of clientKeyFile", a.cert.Path(), err)
 	}
 	a.pair = pair
 	return nil
@@ -254,28 +243,28 @@ func withFix(err error) error {
 }
 
 // files returns the current key and certificate (the last good ones if a file went bad).
-func (a *clientAuth) files() (*privateKey, *certChain) {
-	v, _ := a.key.get()
-	key, _ := v.(*privateKey)
-	var cert *certChain
+func (a *clientAuth) files() (*jose.PrivateKey, *jose.Chain) {
+	v, _ := a.key.Get()
+	key, _ := v.(*jose.PrivateKey)
+	var cert *jose.Chain
 	if a.cert != nil {
-		v, _ = a.cert.get()
-		cert, _ = v.(*certChain)
+		v, _ = a.cert.Get()
+		cert, _ = v.(*jose.Chain)
 	}
 	return key, cert
 }
 
 // match pairs a key with its certificate, and builds the TLS certificate of tls_client_auth.
-func (a *clientAuth) match(key *privateKey, cert *certChain) (keyPair, error) {
+func (a *clientAuth) match(key *jose.PrivateKey, cert *jose.Chain) (keyPair, error) {
 	p := keyPair{key: key, cert: cert}
 	if cert == nil {
 		return p, nil
 	}
-	if !bytes.Equal(key.public, cert.public) {
+	if !bytes.Equal(key.PublicKeyDER(), cert.PublicKeyDER) {
 		return p, errors.New("the certificate does not match the key (their public keys differ)")
 	}
 	if a.method == authTLSClient {
-		p.tls = &tls.Certificate{Certificate: cert.der, PrivateKey: key.signer()}
+		p.tls = &tls.Certificate{Certificate: cert.DER, PrivateKey: key.Signer()}
 	}
 	return p, nil
 }
@@ -286,20 +275,49 @@ func (a *clientAuth) match(key *privateKey, cert *certChain) (keyPair, error) {
 // times, and a reload after that must not throw the cache away.
 func (a *clientAuth) contentHash() string {
 	h := sha256.New()
-	for _, f := range []*watchedFile{a.key, a.cert, a.ca} {
+	for _, f := range []*watch.File{a.key, a.cert, a.ca} {
 		if f != nil {
-			f.mu.Lock()
-			sum := sha256.Sum256(f.raw)
-			f.mu.Unlock()
+			sum := f.Hash()
 			h.Write(sum[:])
 		}
 	}
 	if a.assertion != nil {
-		v, _ := a.assertion.get()
+		v, _ := a.assertion.Get()
 		assertion, _ := v.(string)
 		h.Write([]byte(assertionIdentity(assertion)))
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// secretSource is the client secret: given inline, or a watched clientSecretFile.
+type secretSource struct {
+	inline string
+	file   *watch.File // nil for an inline secret
+}
+
+func newSecretSource(inline, path string) *secretSource {
+	if path == "" {
+		return &secretSource{inline: inline}
+	}
+	return &secretSource{file: watch.New("clientSecretFile", path, watch.Secret)}
+}
+
+// load reads the secret file, for New.
+func (s *secretSource) load() error {
+	if s.file == nil {
+		return nil
+	}
+	return s.file.Load()
+}
+
+// get returns the current secret; on a file error, the last good one and the error.
+func (s *secretSource) get() (string, error) {
+	if s.file == nil {
+		return s.inline, nil
+	}
+	v, err := s.file.Get()
+	secret, _ := v.(string)
+	return secret, err
 }
 
 // credentials is what one exchange authenticates with, read from the files once so that its
@@ -344,19 +362,19 @@ func (a *clientAuth) current(now time.Time) (credentials, []authWarning) {
 		warnings = append(warnings, w...)
 	}
 	if a.assertion != nil {
-		v, err := a.assertion.get()
+		v, err := a.assertion.Get()
 		assertion, _ := v.(string)
 		cred.assertion = assertion
 		if err != nil {
 			warnings = append(warnings, authWarning{"clientAssertionFile could not be read again; the last good assertion is used", err.Error()})
 		}
-		if exp, ok := jwtExpiry(cred.assertion); ok && !now.Before(exp) {
+		if exp, ok := jose.Expiry(cred.assertion); ok && !now.Before(exp) {
 			warnings = append(warnings, authWarning{"clientAssertionFile holds an expired assertion; the token endpoint will refuse it until the file is renewed",
 				"exp " + exp.UTC().Format(time.RFC3339)})
 		}
 	}
 	if a.ca != nil {
-		v, err := a.ca.get()
+		v, err := a.ca.Get()
 		roots, _ := v.(*x509.CertPool)
 		cred.roots = roots
 		if err != nil {
@@ -370,18 +388,18 @@ func (a *clientAuth) current(now time.Time) (credentials, []authWarning) {
 // with the old certificate), the last matching pair is kept.
 func (a *clientAuth) currentPair() (keyPair, []authWarning) {
 	var warnings []authWarning
-	v, err := a.key.get()
+	v, err := a.key.Get()
 	if err != nil {
 		warnings = append(warnings, authWarning{"clientKeyFile could not be read again; the last good key is used", err.Error()})
 	}
-	key, _ := v.(*privateKey)
-	var cert *certChain
+	key, _ := v.(*jose.PrivateKey)
+	var cert *jose.Chain
 	if a.cert != nil {
-		v, err = a.cert.get()
+		v, err = a.cert.Get()
 		if err != nil {
 			warnings = append(warnings, authWarning{"clientCertFile could not be read again; the last good certificate is used", err.Error()})
 		}
-		cert, _ = v.(*certChain)
+		cert, _ = v.(*jose.Chain)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

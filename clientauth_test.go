@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -12,22 +11,26 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/oboexchange/oboexchange/internal/jose"
+	"github.com/oboexchange/oboexchange/internal/jose/josetest"
 )
 
 // keyFiles writes a key (PKCS#8) and, when withCert, a certificate for it signed by a test CA.
 func keyFiles(t *testing.T, dir string, key interface{}, withCert bool) (keyPath, certPath, leafDER string) {
 	t.Helper()
-	keyPath = writeTestFile(t, dir, "client.key", pkcs8PEM(t, key))
+	keyPath = writeFile(t, dir, "client.key", josetest.PKCS8(t, key))
 	if !withCert {
 		return keyPath, "", ""
 	}
-	der := newTestCA(t, "issuer").issue(t, publicOf(key), "gateway", false)
-	return keyPath, writeTestFile(t, dir, "client.crt", pemEncode("CERTIFICATE", der)), string(der)
+	der := josetest.NewCA(t, "issuer").Issue(t, josetest.Public(key), "gateway", false)
+	return keyPath, writeFile(t, dir, "client.crt", josetest.PEM("CERTIFICATE", der)), string(der)
 }
 
 // privateKeyJWTConfig is the RFC 8693 test configuration with private_key_jwt and no secret.
@@ -47,7 +50,7 @@ func entraConfig(c *Config) {
 // private_key_jwt: the token endpoint gets client_id, client_assertion_type and a client_assertion
 // that verifies with the public key, with every header and claim, and a new jti each exchange.
 func TestPrivateKeyJWTExchange(t *testing.T) {
-	rsaKey := testRSAKey(t, 1)
+	rsaKey := josetest.RSAKey(t, 1)
 	tests := []struct {
 		name     string
 		entra    bool
@@ -60,8 +63,8 @@ func TestPrivateKeyJWTExchange(t *testing.T) {
 	}{
 		{name: "RS256 by default for RSA", key: rsaKey, wantAlg: "RS256"},
 		{name: "PS256 chosen, with kid", key: rsaKey, alg: "ps256", wantAlg: "PS256", kid: "key-2025-01"},
-		{name: "ES256 by curve", key: testECKey(t, elliptic.P256()), wantAlg: "ES256", kid: "ec-1"},
-		{name: "ES384 by curve, audience set", key: testECKey(t, elliptic.P384()), wantAlg: "ES384", audience: "https://idp.example.com/oauth2/default"},
+		{name: "ES256 by curve", key: josetest.ECKey(t, elliptic.P256()), wantAlg: "ES256", kid: "ec-1"},
+		{name: "ES384 by curve, audience set", key: josetest.ECKey(t, elliptic.P384()), wantAlg: "ES384", audience: "https://idp.example.com/oauth2/default"},
 		{name: "RS256 with a certificate", key: rsaKey, wantAlg: "RS256", withCert: true},
 		{name: "entra certificate: PS256 by default", entra: true, key: rsaKey, wantAlg: "PS256", withCert: true},
 		{name: "entra certificate, RS256 chosen", entra: true, key: rsaKey, alg: "RS256", wantAlg: "RS256", withCert: true},
@@ -88,13 +91,13 @@ func TestPrivateKeyJWTExchange(t *testing.T) {
 					t.Errorf("Authorization = %q, want none", a)
 				}
 				checkAssertionForm(t, got.form, tc.entra)
-				header, claims := verifyAssertion(t, got.form.Get("client_assertion"), publicOf(tc.key))
+				header, claims := josetest.Verify(t, got.form.Get("client_assertion"), josetest.Public(tc.key))
 				wantHeader := map[string]interface{}{"alg": tc.wantAlg, "typ": "JWT"}
 				if tc.kid != "" {
 					wantHeader["kid"] = tc.kid
 				}
 				if tc.withCert {
-					wantHeader["x5t#S256"] = x5tS256([]byte(leaf))
+					wantHeader["x5t#S256"] = josetest.Thumbprint([]byte(leaf))
 				}
 				wantMap(t, "header", header, wantHeader)
 				audience := tc.audience
@@ -167,7 +170,7 @@ func TestClientAssertionFile(t *testing.T) {
 		return testJWT(map[string]interface{}{"iss": "https://oidc.example", "sub": sub, "aud": []string{"api://AzureADTokenExchange"}, "exp": exp.Unix()})
 	}
 	first := assertion("system:serviceaccount:traefik:traefik", time.Now().Add(time.Hour))
-	writeTestFile(t, filepath.Dir(path), filepath.Base(path), []byte(first+"\n"))
+	writeFile(t, filepath.Dir(path), filepath.Base(path), []byte(first+"\n"))
 	c := privateKeyJWTConfig(ts.url())
 	entraConfig(c)
 	c.ClientAssertionFile = path
@@ -183,11 +186,11 @@ func TestClientAssertionFile(t *testing.T) {
 		expired  int    // exchanges so far that logged an expired assertion
 	}{
 		{"as read by New", func() {}, first, 0, 0},
-		{"renewed by the kubelet", func() { writeTestFile(t, filepath.Dir(path), filepath.Base(path), []byte(renewed)) }, renewed, 0, 0},
+		{"renewed by the kubelet", func() { writeFile(t, filepath.Dir(path), filepath.Base(path), []byte(renewed)) }, renewed, 0, 0},
 		{"file removed", func() { _ = os.Remove(path) }, renewed, 1, 0},
 		{"still removed", func() {}, renewed, 2, 0},
-		{"expired assertion", func() { writeTestFile(t, filepath.Dir(path), filepath.Base(path), []byte(expired)) }, expired, 2, 1},
-		{"not a JWT", func() { writeTestFile(t, filepath.Dir(path), filepath.Base(path), []byte("garbage")) }, expired, 3, 2},
+		{"expired assertion", func() { writeFile(t, filepath.Dir(path), filepath.Base(path), []byte(expired)) }, expired, 2, 1},
+		{"not a JWT", func() { writeFile(t, filepath.Dir(path), filepath.Base(path), []byte("garbage")) }, expired, 3, 2},
 	}
 	for i, step := range steps {
 		step.change()
@@ -257,14 +260,14 @@ func (r *flowResult) waitSent(t *testing.T, n int64) {
 func TestKeyRotationWhileRequestsFlow(t *testing.T) {
 	logs := captureLogs(t)
 	dir := t.TempDir()
-	ca := newTestCA(t, "issuer")
-	keys := []*ecdsa.PrivateKey{testECKey(t, elliptic.P256()), testECKey(t, elliptic.P256()), testECKey(t, elliptic.P256())}
+	ca := josetest.NewCA(t, "issuer")
+	keys := []*ecdsa.PrivateKey{josetest.ECKey(t, elliptic.P256()), josetest.ECKey(t, elliptic.P256()), josetest.ECKey(t, elliptic.P256())}
 	thumbprints := map[string]*ecdsa.PrivateKey{}
 	certs := make([][]byte, len(keys))
 	for i, k := range keys {
-		der := ca.issue(t, &k.PublicKey, "gateway", false)
-		certs[i] = pemEncode("CERTIFICATE", der)
-		thumbprints[x5tS256(der)] = k
+		der := ca.Issue(t, &k.PublicKey, "gateway", false)
+		certs[i] = josetest.PEM("CERTIFICATE", der)
+		thumbprints[josetest.Thumbprint(der)] = k
 	}
 	var mismatches atomic.Int64
 	var lastX5t atomic.Value
@@ -279,8 +282,8 @@ func TestKeyRotationWhileRequestsFlow(t *testing.T) {
 		lastX5t.Store(header)
 		issuePerSubject(3600)(w, r)
 	})
-	keyPath := writeTestFile(t, dir, "tls.key", pkcs8PEM(t, keys[0]))
-	certPath := writeTestFile(t, dir, "tls.crt", certs[0])
+	keyPath := writeFile(t, dir, "tls.key", josetest.PKCS8(t, keys[0]))
+	certPath := writeFile(t, dir, "tls.crt", certs[0])
 	c := privateKeyJWTConfig(ts.url())
 	c.ClientKeyFile, c.ClientCertFile = keyPath, certPath
 	h, _ := newTestMiddleware(t, c)
@@ -289,9 +292,9 @@ func TestKeyRotationWhileRequestsFlow(t *testing.T) {
 	flow := flowRequests(h, stop)
 	flow.waitSent(t, 20)
 	// A rotation in two writes, as a careless script would do it: key first, then certificate.
-	writeTestFile(t, dir, "tls.key", pkcs8PEM(t, keys[1]))
+	writeFile(t, dir, "tls.key", josetest.PKCS8(t, keys[1]))
 	flow.waitSent(t, 20)
-	writeTestFile(t, dir, "tls.crt", certs[1])
+	writeFile(t, dir, "tls.crt", certs[1])
 	flow.waitSent(t, 20)
 	close(stop)
 	flow.wg.Wait()
@@ -299,7 +302,7 @@ func TestKeyRotationWhileRequestsFlow(t *testing.T) {
 	if flow.failed.Load() != 0 || mismatches.Load() != 0 {
 		t.Errorf("%d of %d requests failed, %d assertions did not match their x5t#S256:\n%s", flow.failed.Load(), flow.sent.Load(), mismatches.Load(), logs.String())
 	}
-	if got := lastX5t.Load(); got != x5tS256(pemDER(t, certs[1])) {
+	if got := lastX5t.Load(); got != josetest.Thumbprint(pemDER(t, certs[1])) {
 		t.Errorf("after rotation the assertions name %v, want the new certificate", got)
 	}
 	if !strings.Contains(logs.String(), "clientCertFile does not match clientKeyFile; the last matching pair is used") {
@@ -309,12 +312,12 @@ func TestKeyRotationWhileRequestsFlow(t *testing.T) {
 	// A key file that goes bad keeps the last good key, with a warning.
 	const warning = "clientKeyFile could not be read again; the last good key is used"
 	before := countLines(logs.String(), warning) // a reader may have caught a file half written above
-	writeTestFile(t, dir, "tls.key", []byte("-----BEGIN PRIVATE KEY-----\ntruncated"))
+	writeFile(t, dir, "tls.key", []byte("-----BEGIN PRIVATE KEY-----\ntruncated"))
 	wantStatus(t, call(h, "Bearer "+opaqueToken(300)), http.StatusNoContent)
 	if countLines(logs.String(), warning) != before+1 {
 		t.Errorf("want one warning for the bad key file:\n%s", logs.String())
 	}
-	if lastX5t.Load() != x5tS256(pemDER(t, certs[1])) || mismatches.Load() != 0 {
+	if lastX5t.Load() != josetest.Thumbprint(pemDER(t, certs[1])) || mismatches.Load() != 0 {
 		t.Error("the last good pair was not used")
 	}
 }
@@ -335,43 +338,35 @@ func decodeHeader(assertion string) (string, bool) {
 	return h.X5t, true
 }
 
-// assertionVerifies checks an ES256 assertion without failing the test (it runs in a handler).
+// assertionVerifies checks an assertion without failing the test (it runs in a handler).
 func assertionVerifies(assertion string, public *ecdsa.PublicKey) bool {
-	parts := strings.Split(assertion, ".")
-	if len(parts) != 3 {
-		return false
-	}
-	signature, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil {
-		return false
-	}
-	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	return verifyECDSA(public, digest[:], signature, 32) == nil
+	_, _, err := josetest.Check(assertion, public)
+	return err == nil
 }
 
 // pemDER returns the DER of the first PEM block.
 func pemDER(t *testing.T, data []byte) []byte {
 	t.Helper()
-	c, err := parseCertificates(data)
+	c, err := jose.ParseChain(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.der[0]
+	return c.DER[0]
 }
 
 // The configuration errors of the issue, each naming the option and the fix.
 func TestClientAuthConfigErrors(t *testing.T) {
 	dir := t.TempDir()
-	rsaKey := testRSAKey(t, 1)
-	ecKey := testECKey(t, elliptic.P256())
+	rsaKey := josetest.RSAKey(t, 1)
+	ecKey := josetest.ECKey(t, elliptic.P256())
 	keyPath, certPath, _ := keyFiles(t, dir, ecKey, true)
-	otherCert := writeTestFile(t, dir, "other.crt", pemEncode("CERTIFICATE", newTestCA(t, "x").issue(t, &testECKey(t, elliptic.P256()).PublicKey, "other", false)))
-	rsaPath := writeTestFile(t, dir, "rsa.key", pkcs8PEM(t, rsaKey))
-	encrypted := writeTestFile(t, dir, "encrypted.key", pemEncode("ENCRYPTED PRIVATE KEY", []byte{1, 2, 3}))
-	assertionPath := writeTestFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"sub": "x"})))
-	notJWT := writeTestFile(t, dir, "not-jwt", []byte("hello"))
-	caPath := writeTestFile(t, dir, "ca.pem", newTestCA(t, "ca").pem)
-	garbage := writeTestFile(t, dir, "garbage.pem", []byte("not a certificate"))
+	otherCert := writeFile(t, dir, "other.crt", josetest.PEM("CERTIFICATE", josetest.NewCA(t, "x").Issue(t, &josetest.ECKey(t, elliptic.P256()).PublicKey, "other", false)))
+	rsaPath := writeFile(t, dir, "rsa.key", josetest.PKCS8(t, rsaKey))
+	encrypted := writeFile(t, dir, "encrypted.key", josetest.PEM("ENCRYPTED PRIVATE KEY", []byte{1, 2, 3}))
+	assertionPath := writeFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"sub": "x"})))
+	notJWT := writeFile(t, dir, "not-jwt", []byte("hello"))
+	caPath := writeFile(t, dir, "ca.pem", josetest.NewCA(t, "ca").PEM)
+	garbage := writeFile(t, dir, "garbage.pem", []byte("not a certificate"))
 	missing := filepath.Join(dir, "missing.pem")
 	const https = "https://idp.example.com/oauth2/token"
 
@@ -436,8 +431,8 @@ func TestClientAuthConfigErrors(t *testing.T) {
 // renewed assertion (same iss, sub and aud) keeps the cache.
 func TestClientAuthFingerprint(t *testing.T) {
 	dir := t.TempDir()
-	keyPath, _, _ := keyFiles(t, dir, testECKey(t, elliptic.P256()), false)
-	tokenPath := writeTestFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"iss": "i", "sub": "s", "aud": "a", "exp": 1})))
+	keyPath, _, _ := keyFiles(t, dir, josetest.ECKey(t, elliptic.P256()), false)
+	tokenPath := writeFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"iss": "i", "sub": "s", "aud": "a", "exp": 1})))
 	print := func(modify func(c *Config)) string {
 		c := privateKeyJWTConfig("https://idp.example.com/token")
 		modify(c)
@@ -456,15 +451,15 @@ func TestClientAuthFingerprint(t *testing.T) {
 	if print(func(c *Config) { withKey(c); c.ClientKeyID = "k" }) == first {
 		t.Error("clientKeyId is not in the fingerprint")
 	}
-	writeTestFile(t, dir, "client.key", pkcs8PEM(t, testECKey(t, elliptic.P256())))
+	writeFile(t, dir, "client.key", josetest.PKCS8(t, josetest.ECKey(t, elliptic.P256())))
 	if print(withKey) == first {
 		t.Error("a new key at the same path kept the fingerprint")
 	}
-	writeTestFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"iss": "i", "sub": "s", "aud": "a", "exp": 2})))
+	writeFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"iss": "i", "sub": "s", "aud": "a", "exp": 2})))
 	if print(withToken) != firstToken {
 		t.Error("a renewed assertion changed the fingerprint")
 	}
-	writeTestFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"iss": "i", "sub": "other", "aud": "a", "exp": 2})))
+	writeFile(t, dir, "token", []byte(testJWT(map[string]interface{}{"iss": "i", "sub": "other", "aud": "a", "exp": 2})))
 	if print(withToken) == firstToken {
 		t.Error("an assertion for another subject kept the fingerprint")
 	}
@@ -474,7 +469,7 @@ func TestClientAuthFingerprint(t *testing.T) {
 // another private CA, and the files of a gateway that can reach it.
 type mtlsSetup struct {
 	ts                 *tokenServer
-	serverCA, clientCA *testCA
+	serverCA, clientCA *josetest.CA
 	dir                string
 	caPath             string // tokenEndpointCAFile
 	keyPath, certPath  string
@@ -482,9 +477,9 @@ type mtlsSetup struct {
 
 func newMTLSSetup(t *testing.T) *mtlsSetup {
 	t.Helper()
-	m := &mtlsSetup{serverCA: newTestCA(t, "private server CA"), clientCA: newTestCA(t, "private client CA"), dir: t.TempDir()}
+	m := &mtlsSetup{serverCA: josetest.NewCA(t, "private server CA"), clientCA: josetest.NewCA(t, "private client CA"), dir: t.TempDir()}
 	m.ts = newTLSTokenServer(t, m.serverCA, m.clientCA, issuePerSubject(3600))
-	m.caPath = writeTestFile(t, m.dir, "ca.pem", m.serverCA.pem)
+	m.caPath = writeFile(t, m.dir, "ca.pem", m.serverCA.PEM)
 	m.writeClient(t, "gateway")
 	return m
 }
@@ -492,9 +487,9 @@ func newMTLSSetup(t *testing.T) *mtlsSetup {
 // writeClient writes a new key and a certificate of the client CA named cn.
 func (m *mtlsSetup) writeClient(t *testing.T, cn string) {
 	t.Helper()
-	key := testECKey(t, elliptic.P256())
-	m.keyPath = writeTestFile(t, m.dir, "tls.key", pkcs8PEM(t, key))
-	m.certPath = writeTestFile(t, m.dir, "tls.crt", pemEncode("CERTIFICATE", m.clientCA.issue(t, &key.PublicKey, cn, false)))
+	key := josetest.ECKey(t, elliptic.P256())
+	m.keyPath = writeFile(t, m.dir, "tls.key", josetest.PKCS8(t, key))
+	m.certPath = writeFile(t, m.dir, "tls.crt", josetest.PEM("CERTIFICATE", m.clientCA.Issue(t, &key.PublicKey, cn, false)))
 }
 
 func (m *mtlsSetup) config() *Config {
@@ -511,10 +506,10 @@ func (m *mtlsSetup) config() *Config {
 // with a certificate of another CA.
 func TestTLSClientAuth(t *testing.T) {
 	m := newMTLSSetup(t)
-	otherCA := newTestCA(t, "other CA")
-	otherKey := testECKey(t, elliptic.P256())
-	otherKeyPath := writeTestFile(t, m.dir, "other.key", pkcs8PEM(t, otherKey))
-	otherCertPath := writeTestFile(t, m.dir, "other.crt", pemEncode("CERTIFICATE", otherCA.issue(t, &otherKey.PublicKey, "gateway", false)))
+	otherCA := josetest.NewCA(t, "other CA")
+	otherKey := josetest.ECKey(t, elliptic.P256())
+	otherKeyPath := writeFile(t, m.dir, "other.key", josetest.PKCS8(t, otherKey))
+	otherCertPath := writeFile(t, m.dir, "other.crt", josetest.PEM("CERTIFICATE", otherCA.Issue(t, &otherKey.PublicKey, "gateway", false)))
 	tests := []struct {
 		name   string
 		modify func(c *Config)
@@ -531,7 +526,7 @@ func TestTLSClientAuth(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := captureLogs(t)
 			c := m.config()
-			c.Audience = []string{"backend-" + itoa(i)} // a cache of its own
+			c.Audience = []string{"backend-" + strconv.Itoa(i)} // a cache of its own
 			tc.modify(c)
 			h, _ := newTestMiddleware(t, c)
 			before := m.ts.count()
@@ -563,9 +558,9 @@ func TestTLSFilesRotationWhileRequestsFlow(t *testing.T) {
 	logs := captureLogs(t)
 	m := newMTLSSetup(t)
 	// The server's certificate can be switched to one of a new CA.
-	newServerCA := newTestCA(t, "new private server CA")
+	newServerCA := josetest.NewCA(t, "new private server CA")
 	var serverCert atomic.Value
-	serverCert.Store(m.serverCA.tlsCertificate(t))
+	serverCert.Store(m.serverCA.ServerCertificate(t))
 	m.ts.srv.TLS.Certificates = nil
 	m.ts.srv.TLS.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		c := serverCert.Load().(tls.Certificate)
@@ -586,9 +581,9 @@ func TestTLSFilesRotationWhileRequestsFlow(t *testing.T) {
 
 	// The CA bundle gets the new CA next to the old, then the server switches to a certificate
 	// of the new CA and drops its connections.
-	writeTestFile(t, m.dir, "ca.pem", append(append([]byte{}, m.serverCA.pem...), newServerCA.pem...))
+	writeFile(t, m.dir, "ca.pem", append(append([]byte{}, m.serverCA.PEM...), newServerCA.PEM...))
 	flow.waitSent(t, 20)
-	serverCert.Store(newServerCA.tlsCertificate(t))
+	serverCert.Store(newServerCA.ServerCertificate(t))
 	m.ts.srv.CloseClientConnections()
 	flow.waitSent(t, 20)
 	close(stop)
@@ -598,14 +593,14 @@ func TestTLSFilesRotationWhileRequestsFlow(t *testing.T) {
 	}
 
 	// A bundle without the server's CA is used at once: the next exchange is refused.
-	writeTestFile(t, m.dir, "ca.pem", m.serverCA.pem)
+	writeFile(t, m.dir, "ca.pem", m.serverCA.PEM)
 	wantStatus(t, call(h, "Bearer "+opaqueToken(500)), http.StatusBadGateway)
 	// A bundle that goes bad keeps the last good one, with a warning.
-	writeTestFile(t, m.dir, "ca.pem", newServerCA.pem)
+	writeFile(t, m.dir, "ca.pem", newServerCA.PEM)
 	wantStatus(t, call(h, "Bearer "+opaqueToken(501)), http.StatusNoContent)
 	const warning = "tokenEndpointCAFile could not be read again; the last good CA bundle is used"
 	before := countLines(logs.String(), warning) // a reader may have caught a file half written above
-	writeTestFile(t, m.dir, "ca.pem", []byte("truncated"))
+	writeFile(t, m.dir, "ca.pem", []byte("truncated"))
 	wantStatus(t, call(h, "Bearer "+opaqueToken(502)), http.StatusNoContent)
 	if countLines(logs.String(), warning) != before+1 {
 		t.Errorf("want one warning for the bad CA bundle:\n%s", logs.String())
@@ -624,7 +619,7 @@ func TestAssertionRotationWhileRequestsFlow(t *testing.T) {
 		writtenMu.Lock()
 		written[a] = true
 		writtenMu.Unlock()
-		writeTestFile(t, dir, "token.tmp", []byte(a))
+		writeFile(t, dir, "token.tmp", []byte(a))
 		if err := os.Rename(filepath.Join(dir, "token.tmp"), filepath.Join(dir, "token")); err != nil {
 			t.Fatal(err)
 		}
@@ -671,7 +666,7 @@ func TestAssertionRotationWhileRequestsFlow(t *testing.T) {
 // of an actorToken: client_credentials is authenticated like the exchange.
 func TestPrivateKeyJWTWithDiscoveryAndActor(t *testing.T) {
 	captureLogs(t)
-	key := testECKey(t, elliptic.P256())
+	key := josetest.ECKey(t, elliptic.P256())
 	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.PostForm.Get("grant_type") == grantClientCredentials {
 			answer(w, 200, `{"access_token":"gateway-actor-token","token_type":"Bearer","expires_in":3600}`)
@@ -699,7 +694,7 @@ func TestPrivateKeyJWTWithDiscoveryAndActor(t *testing.T) {
 		if form.Get("grant_type") != grant || form.Get("client_assertion_type") != clientAssertionType {
 			t.Errorf("request %d: grant %q, client_assertion_type %q", i, form.Get("grant_type"), form.Get("client_assertion_type"))
 		}
-		_, claims := verifyAssertion(t, form.Get("client_assertion"), publicOf(key))
+		_, claims := josetest.Verify(t, form.Get("client_assertion"), josetest.Public(key))
 		if claims["aud"] != ts.url() {
 			t.Errorf("request %d: assertion aud = %v, want the discovered token endpoint %s", i, claims["aud"], ts.url())
 		}

@@ -325,21 +325,6 @@ func parseSources(s *settings, c *Config) error {
 	return nil
 }
 
-// isToken reports whether s is an RFC 9110 token: what a header name, and a cookie name
-// (RFC 6265), must be.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
 func parseLogLevel(s *settings, c *Config) error {
 	level, ok := logLevels[strings.ToLower(strings.TrimSpace(c.LogLevel))]
 	if !ok {

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/oboexchange/oboexchange/internal/jose"
 )
 
 // Where a subject token can be read from: tokenSources entries are "header:<Name>",
@@ -15,11 +17,6 @@ const (
 	sourceQuery  = "query"
 	sourceCookie = "cookie"
 )
-
-// maxTokenLength bounds the subject token. Real access tokens stay well under it (a large Entra
-// token with many group claims is about 8 KiB); anything longer is refused before it is hashed
-// or sent anywhere.
-const maxTokenLength = 16 * 1024
 
 // source is one place a subject token may come from.
 type source struct {
@@ -248,19 +245,9 @@ func checkSubjectToken(token string, now time.Time) (time.Time, *failure) {
 	if !isB64Token(token) {
 		return time.Time{}, failMalformed("the token is not an RFC 6750 b64token")
 	}
-	exp, ok := jwtExpiry(token)
+	exp, ok := jose.Expiry(token)
 	if ok && !exp.After(now) {
 		return exp, failExpiredToken
 	}
 	return exp, nil
-}
-
-// b64tokenChars are the characters of an RFC 6750 b64token before its trailing "=".
-const b64tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
-
-// isB64Token checks the syntax with native calls: a byte loop would run interpreted under Yaegi,
-// at about half a microsecond per byte of a token that is often 1 to 2 KiB long.
-func isB64Token(s string) bool {
-	body := strings.TrimRight(s, "=")
-	return body != "" && strings.Trim(body, b64tokenChars) == ""
 }

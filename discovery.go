@@ -103,14 +103,6 @@ func metadataURLs(issuer string, u *url.URL) []string {
 	}
 }
 
-// tokenURL is the token endpoint of the next request: the configured one, or the discovered one.
-func (c *endpointClient) tokenURL(log *logger) (string, *failure) {
-	if c.discovery == nil {
-		return c.url, nil
-	}
-	return c.discovery.tokenEndpoint(c.http, log)
-}
-
 // tokenEndpoint returns the discovered token endpoint, reading the metadata when it has none or
 // when its copy is older than discoveryTTL. Concurrent callers wait for the read in progress
 // rather than start their own. After a failed read, no new one is tried for discoveryRetry:

@@ -57,11 +57,11 @@ type flight struct {
 	result  string // for requests_total, the same for every request the flight serves
 }
 
-// obtain returns the entry for a subject token the cache does not hold. Concurrent calls for the
-// same key share one exchange (single flight): the first runs it, the others wait for its result,
-// which the timeout bounds. actor is the caller's actor token (header: actors), part of the key.
-// Each call counts its request's result.
-func (x *exchanger) obtain(token, actor string, subjectExp time.Time, key [32]byte, log *logger) (*entry, *failure) {
+// obtain returns the entry for tokens the cache does not hold. Concurrent calls for the same key
+// share one exchange (single flight): the first runs it, the others wait for its result, which the
+// timeout bounds. Each call counts its request's result.
+func (x *exchanger) obtain(ex *exchange) (*entry, *failure) {
+	key := ex.key
 	x.flightsMu.Lock()
 	if fl := x.flights[key]; fl != nil {
 		x.flightsMu.Unlock()
@@ -82,13 +82,13 @@ func (x *exchanger) obtain(token, actor string, subjectExp time.Time, key [32]by
 	} else if f := x.rejected(key); f != nil {
 		fl.failure = f
 		fl.result = resultRejectedCached
-	} else if e := x.shared.lookup(pairSecret(token, actor), subjectExp, log); e != nil {
+	} else if e := x.shared.lookup(ex.secret, ex.notAfter, ex.log); e != nil {
 		// Another replica exchanged this token: keep it in memory for what is left of its life.
 		x.cache.put(key, e)
 		fl.entry = e
 		fl.result = resultSharedHit
 	} else {
-		fl.entry, fl.failure = x.run(token, actor, subjectExp, key, log)
+		fl.entry, fl.failure = x.run(ex)
 		fl.result = resultExchanged
 		if fl.failure != nil {
 			fl.result = resultFailed
@@ -116,16 +116,15 @@ func (x *exchanger) rejected(key [32]byte) *failure {
 
 // run performs one exchange: admission (no throttling cool-down, see throttle.go, and within the
 // concurrency bound), the round trip to the token endpoint, then either the failure handling or
-// the storing of the new token.
-// subjectExp is the subject token's exp (zero when it has none), which caps the cache lifetime.
-// A panic (a bug) is answered 502 and logged, rather than leaving the flight and the admission
-// slot taken for ever. Each exchange is counted once for the metrics, a panic included.
-func (x *exchanger) run(token, actor string, subjectExp time.Time, key [32]byte, log *logger) (e *entry, f *failure) {
+// the storing of the new token. A panic (a bug) is answered 502 and logged, rather than leaving
+// the flight and the admission slot taken for ever. Each exchange is counted once for the metrics,
+// a panic included.
+func (x *exchanger) run(ex *exchange) (e *entry, f *failure) {
 	counted := false
 	defer func() {
 		if r := recover(); r != nil {
-			log.log(levelError, "token exchange failed", "reason", "internal error", "panic", redactActor(redact(fmt.Sprint(r), token), actor),
-				"subject", tokenHash(token))
+			ex.log.log(levelError, "token exchange failed", "reason", "internal error", "panic", redactActor(redact(fmt.Sprint(r), ex.subject), ex.actor),
+				"subject", tokenHash(ex.subject))
 			f = failInternal // e is still nil: no return statement ran (Yaegi cannot assign a bare nil here)
 			if !counted {
 				x.counters.exchange(failInternal.outcome)
@@ -135,30 +134,35 @@ func (x *exchanger) run(token, actor string, subjectExp time.Time, key [32]byte,
 	probe, f := x.cooling.enter(time.Now(), x.endpoint.timeout+time.Second)
 	if f != nil {
 		x.counters.exchange(f.outcome)
-		log.log(levelDebug, "token exchange refused", "reason", f.reason, "subject", tokenHash(token))
+		ex.log.log(levelDebug, "token exchange refused", "reason", f.reason, "subject", tokenHash(ex.subject))
 		return nil, f
 	}
-	if f := x.admit(token, log); f != nil {
+	if f := x.admit(ex); f != nil {
 		x.counters.exchange(f.outcome)
 		x.cooling.abandon(probe)
 		return nil, f
 	}
-	res, f, latency := x.roundTrip(token, actor, log)
+	res, f, latency := x.roundTrip(ex)
 	x.cooling.leave(probe, f, time.Now())
 	x.counters.exchanged(f, latency)
 	counted = true
 	if f != nil {
-		return nil, x.failed(token, key, f, latency, log)
+		return nil, x.failed(ex, f, latency)
 	}
-	return x.store(token, actor, key, res, subjectExp, time.Now(), latency, log), nil
+	return x.store(ex, res, time.Now(), latency), nil
+}
+
+// inFlight is the number of exchanges waiting for the token endpoint now (metrics).
+func (x *exchanger) inFlight() int64 {
+	return x.active.Load()
 }
 
 // admit takes one of the maxConcurrentExchanges slots, or refuses at once: a hung authorization
 // server must not pile up goroutines and memory. roundTrip gives the slot back.
-func (x *exchanger) admit(token string, log *logger) *failure {
+func (x *exchanger) admit(ex *exchange) *failure {
 	if x.active.Add(1) > x.maxConcurrent {
 		x.active.Add(-1)
-		log.log(levelWarn, "token exchange refused", "reason", failBusy.reason, "subject", tokenHash(token))
+		ex.log.log(levelWarn, "token exchange refused", "reason", failBusy.reason, "subject", tokenHash(ex.subject))
 		return failBusy
 	}
 	return nil
@@ -166,23 +170,23 @@ func (x *exchanger) admit(token string, log *logger) *failure {
 
 // roundTrip sends the exchange with the current client credentials (clientauth.go), to the token
 // endpoint (discovered when issuer is set), with the actor token when one is configured, and
-// releases the admission slot. callerActor is the caller's actor token (header: actors).
-func (x *exchanger) roundTrip(token, callerActor string, log *logger) (tokenResult, *failure, time.Duration) {
+// releases the admission slot.
+func (x *exchanger) roundTrip(ex *exchange) (tokenResult, *failure, time.Duration) {
 	defer x.active.Add(-1)
 	cred, warnings := x.endpoint.auth.current(time.Now())
 	for _, w := range warnings {
-		log.log(levelWarn, w.msg, "error", w.detail)
+		ex.log.log(levelWarn, w.msg, "error", w.detail)
 	}
 	start := time.Now()
-	endpoint, f := x.endpoint.tokenURL(log)
+	endpoint, f := x.endpoint.tokenURL(cred, ex.log)
 	if f != nil {
 		return tokenResult{}, f, time.Since(start)
 	}
-	actor, f := x.actor.token(x.endpoint, endpoint, cred, callerActor, log)
+	actor, f := x.actor.token(x.endpoint, endpoint, cred, ex.actor, ex.log)
 	if f != nil {
 		return tokenResult{}, f, time.Since(start)
 	}
-	res, f := x.endpoint.exchange(endpoint, token, actor, cred)
+	res, f := x.endpoint.exchange(endpoint, ex.subject, x.actor.param(actor), cred)
 	if f != nil && actor != "" {
 		f = x.actor.judge(f, actor)
 	}
@@ -191,7 +195,8 @@ func (x *exchanger) roundTrip(token, callerActor string, log *logger) (tokenResu
 
 // failed logs a failed exchange, without any part of the token even where the server quotes it,
 // and remembers a rejection of the subject token for negativeTTL.
-func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.Duration, log *logger) *failure {
+func (x *exchanger) failed(ex *exchange, f *failure, latency time.Duration) *failure {
+	token := ex.subject
 	level := levelError
 	if f.status == http.StatusUnauthorized || f.coolDown > 0 {
 		level = levelWarn
@@ -200,11 +205,11 @@ func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.
 	if isEntraLoop(f) {
 		reason = "Entra detected a loop of identical requests (" + entraLoopCode + "); " + reason
 	}
-	log.log(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
+	ex.log.log(level, "token exchange failed", "flow", x.flow, "host", x.host, "status", strconv.Itoa(f.status),
 		"reason", redact(reason, token), "error", redact(f.oauthError, token),
 		"error_description", redact(f.oauthDescription, token), "latency", millis(latency), "subject", tokenHash(token))
 	if f.cacheable && x.negativeTTL > 0 {
-		x.rejections.put(key, &entry{rejection: f, expires: time.Since(epoch) + x.negativeTTL})
+		x.rejections.put(ex.key, &entry{rejection: f, expires: time.Since(epoch) + x.negativeTTL})
 	}
 	return f
 }
@@ -213,19 +218,19 @@ func (x *exchanger) failed(token string, key [32]byte, f *failure, latency time.
 // with a shared cache, the token is written to Redis too, in the background. now is the
 // wall-clock time the lifetime is measured from; the entry's expiry is on the cache's monotonic
 // clock.
-func (x *exchanger) store(token, actor string, key [32]byte, res tokenResult, subjectExp, now time.Time, latency time.Duration, log *logger) *entry {
+func (x *exchanger) store(ex *exchange, res tokenResult, now time.Time, latency time.Duration) *entry {
 	e := &entry{header: res.header}
-	ttl, cached := lifetime(now, res.expiresIn, res.exp, subjectExp, x.margin)
+	ttl, cached := lifetime(now, res.expiresIn, res.exp, ex.notAfter, x.margin)
 	if cached {
 		ttl = spread(ttl, tokenLife(now, res.expiresIn, res.exp))
 		e.expires = time.Since(epoch) + ttl
-		x.cache.put(key, e)
-		x.shared.store(pairSecret(token, actor), res.header, ttl, now, log)
+		x.cache.put(ex.key, e)
+		x.shared.store(ex.secret, res.header, ttl, now, ex.log)
 	}
 	// Arguments are built only when the line is written: this path runs on every cache miss.
-	if log.enabled(levelDebug) {
-		log.log(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", millis(latency),
-			"cached_for", ttl.Round(time.Second).String(), "cache", x.id, "subject", tokenHash(token))
+	if ex.log.enabled(levelDebug) {
+		ex.log.log(levelDebug, "token exchanged", "flow", x.flow, "host", x.host, "latency", millis(latency),
+			"cached_for", ttl.Round(time.Second).String(), "cache", x.id, "subject", tokenHash(ex.subject))
 	}
 	return e
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,7 +221,7 @@ func TestRejectionFloodKeepsLiveUsers(t *testing.T) {
 		wantStatus(t, call(h, "Bearer "+users[i]), http.StatusNoContent)
 	}
 	for i := 0; i < 400; i++ {
-		wantStatus(t, call(h, "Bearer junk-"+itoa(i)), http.StatusUnauthorized)
+		wantStatus(t, call(h, "Bearer junk-"+strconv.Itoa(i)), http.StatusUnauthorized)
 	}
 	before := ts.count()
 	for _, u := range users {

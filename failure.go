@@ -35,6 +35,26 @@ type failure struct {
 	outcome string
 }
 
+// The outcomes of an exchange, the outcome label of exchanges_total (metrics.go): ok, or why it
+// failed. Every failure of an exchange carries one (failure.outcome), set where it is created.
+const (
+	outcomeOK              = "ok"
+	outcomeInvalidGrant    = "invalid_grant"    // the server refused the user's token
+	outcomeAccessDenied    = "access_denied"    // the same, as Dex says it
+	outcomeClaimsChallenge = "claims_challenge" // the user must step up or consent
+	outcomeClientError     = "client_error"     // the gateway's side: configuration refused, redirect, plugin bug
+	outcomeServerError     = "server_error"     // a 5xx or a connection that failed
+	outcomeTimeout         = "timeout"          // no answer within timeout
+	outcomeThrottled       = "throttled"        // HTTP 429 or 503 with Retry-After, and the refusals of its cool-down
+	outcomeBusy            = "busy"             // maxConcurrentExchanges reached; never sent
+	outcomeMalformedAnswer = "malformed_answer" // a 2xx answer without a usable token
+)
+
+var exchangeOutcomes = []string{
+	outcomeOK, outcomeInvalidGrant, outcomeAccessDenied, outcomeClaimsChallenge, outcomeClientError,
+	outcomeServerError, outcomeTimeout, outcomeThrottled, outcomeBusy, outcomeMalformedAnswer,
+}
+
 // The client-facing answers. Each body is fixed text, so nothing from the request or the
 // authorization server can reach it.
 var (

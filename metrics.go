@@ -34,26 +34,6 @@ const (
 // until it happens, so that rate() works from the first scrape.
 var requestResults = []string{resultHit, resultExchanged, resultSharedHit, resultRejectedCached, resultRefused, resultFailed}
 
-// exchanges_total{outcome}: how each exchange ended. Every failure of an exchange carries one of
-// these (failure.outcome), set where the failure is created.
-const (
-	outcomeOK              = "ok"
-	outcomeInvalidGrant    = "invalid_grant"    // the server refused the user's token
-	outcomeAccessDenied    = "access_denied"    // the same, as Dex says it
-	outcomeClaimsChallenge = "claims_challenge" // the user must step up or consent
-	outcomeClientError     = "client_error"     // the gateway's side: configuration refused, redirect, plugin bug
-	outcomeServerError     = "server_error"     // a 5xx or a connection that failed
-	outcomeTimeout         = "timeout"          // no answer within timeout
-	outcomeThrottled       = "throttled"        // HTTP 429 or 503 with Retry-After, and the refusals of its cool-down
-	outcomeBusy            = "busy"             // maxConcurrentExchanges reached; never sent
-	outcomeMalformedAnswer = "malformed_answer" // a 2xx answer without a usable token
-)
-
-var exchangeOutcomes = []string{
-	outcomeOK, outcomeInvalidGrant, outcomeAccessDenied, outcomeClaimsChallenge, outcomeClientError,
-	outcomeServerError, outcomeTimeout, outcomeThrottled, outcomeBusy, outcomeMalformedAnswer,
-}
-
 // durationBuckets are the upper bounds of exchange_duration_seconds, from 5 ms to 10 s (the
 // default timeout).
 var durationBuckets = []time.Duration{
@@ -95,11 +75,11 @@ func writeSharedUp(w *sampleWriter, x *exchanger) {
 	if x.shared == nil {
 		return
 	}
-	if x.shared.breaker.openUntil.Load() != 0 {
-		w.value(0)
+	if x.shared.up() {
+		w.value(1)
 		return
 	}
-	w.value(1)
+	w.value(0)
 }
 
 func writeRequests(w *sampleWriter, x *exchanger) {
@@ -118,9 +98,9 @@ func writeDuration(w *sampleWriter, x *exchanger) { w.histogram(&x.counters.dura
 
 func writeCacheEntries(w *sampleWriter, x *exchanger) { w.value(int64(x.cache.len())) }
 
-func writeEvictions(w *sampleWriter, x *exchanger) { w.value(x.cache.evictions.Load()) }
+func writeEvictions(w *sampleWriter, x *exchanger) { w.value(x.cache.evicted()) }
 
-func writeInFlight(w *sampleWriter, x *exchanger) { w.value(x.active.Load()) }
+func writeInFlight(w *sampleWriter, x *exchanger) { w.value(x.inFlight()) }
 
 // counters is what an exchanger counts. Cache hits of ServeHTTP's fast path are not here: they are
 // counted in the cache's shards (see cache.hits), where a native atomic add next to the lookup

@@ -32,7 +32,7 @@ func newMetricsEndpoint(t *testing.T) http.Handler {
 // may get the port of an old one, and the same settings would find the old exchanger.)
 func meteredConfig(endpoint, test string) *Config {
 	c := testConfig(endpoint)
-	c.Audience = []string{"metrics-" + test + "-" + itoa(int(meteredConfigs.Add(1)))}
+	c.Audience = []string{"metrics-" + test + "-" + strconv.Itoa(int(meteredConfigs.Add(1)))}
 	return c
 }
 

@@ -164,51 +164,58 @@ func (m *Middleware) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 // remembered rejections. Each outcome is counted for the metrics (obtain counts its own).
 func (m *Middleware) serve(rw http.ResponseWriter, req *http.Request) {
 	c, f := extractCredential(req, m.sources)
+	actor := ""
+	if f == nil && m.actorHeader != "" {
+		actor, f = actorFromRequest(req, m.actorHeader)
+	}
 	if f != nil {
-		m.x.count(resultRefused)
-		m.log.log(levelDebug, "request refused", "reason", f.reason)
-		m.reject(rw, f)
+		m.refuse(rw, f, "")
 		return
 	}
-	actor := ""
-	if m.actorHeader != "" {
-		if actor, f = actorFromRequest(req, m.actorHeader); f != nil {
-			m.x.count(resultRefused)
-			m.log.log(levelDebug, "request refused", "reason", f.reason)
-			m.reject(rw, f)
-			return
-		}
-	}
-	key := sha256.Sum256([]byte(c.token))
-	if actor != "" {
-		key = actorCacheKey(c.token, actor)
-	}
-	if e := m.cache.get(key); e != nil {
+	ex := newExchange(c.token, actor, m.log)
+	if e := m.cache.get(ex.key); e != nil {
 		m.x.count(resultHit)
 		m.forward(rw, req, c, e)
 		return
 	}
-	if f := m.x.rejected(key); f != nil {
+	if f := m.x.rejected(ex.key); f != nil {
 		m.x.count(resultRejectedCached)
 		m.reject(rw, f)
 		return
 	}
-	subjectExp, f := checkSubjectToken(c.token, time.Now())
-	if f == nil && actor != "" {
-		subjectExp, f = checkActorToken(actor, subjectExp, time.Now())
-	}
-	if f != nil {
-		m.x.count(resultRefused)
-		m.log.log(levelDebug, "request refused", "reason", f.reason, "subject", tokenHash(c.token))
-		m.reject(rw, f)
+	if f := checkTokens(ex, time.Now()); f != nil {
+		m.refuse(rw, f, c.token)
 		return
 	}
-	e, f := m.x.obtain(c.token, actor, subjectExp, key, m.log)
+	e, f := m.x.obtain(ex)
 	if f != nil {
 		m.reject(rw, f)
 		return
 	}
 	m.forward(rw, req, c, e)
+}
+
+// refuse answers a request refused before any exchange, and says why in a debug line (with the
+// subject token's hash once there is one).
+func (m *Middleware) refuse(rw http.ResponseWriter, f *failure, subject string) {
+	m.x.count(resultRefused)
+	if subject == "" {
+		m.log.log(levelDebug, "request refused", "reason", f.reason)
+	} else {
+		m.log.log(levelDebug, "request refused", "reason", f.reason, "subject", tokenHash(subject))
+	}
+	m.reject(rw, f)
+}
+
+// checkTokens runs before the tokens are sent to the authorization server (see checkSubjectToken
+// and checkActorToken) and records their earlier exp, which caps the cache lifetime.
+func checkTokens(ex *exchange, now time.Time) *failure {
+	exp, f := checkSubjectToken(ex.subject, now)
+	if f == nil && ex.actor != "" {
+		exp, f = checkActorToken(ex.actor, exp, now)
+	}
+	ex.notAfter = exp
+	return f
 }
 
 // forward replaces the credential (and the caller's actor token) with the exchanged token and

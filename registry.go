@@ -2,9 +2,7 @@ package oboexchange
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"sync"
 	"time"
 )
@@ -164,29 +162,4 @@ func drop(fp string, x *exchanger) {
 	delete(registry, fp)
 	x.endpoint.closeIdle()
 	x.shared.close()
-}
-
-// fingerprint identifies the settings that shape the exchange and the cache. Two instances share
-// an exchanger, and so cached tokens, only when all of these are equal. The secret is included
-// through its hash, so a changed secret starts a new cache rather than serving tokens obtained
-// with the old one; the files of the client authentication enter by path and by a hash of their
-// content (clientAuth.contentHash). The fingerprint is never logged: a short hash of a weak secret could be
-// confirmed by guessing offline.
-func fingerprint(s *settings) string {
-	secret := sha256.Sum256([]byte(s.clientSecret))
-	fields := []interface{}{
-		s.flow, s.endpointString(), s.clientID, hex.EncodeToString(secret[:]), s.clientSecretFile,
-		s.authMethod, s.audience, s.resource, s.scopes, s.subjectTokenType, s.requestedTokenType,
-		s.extraParams, s.timeout.String(), s.maxEntries, s.margin.String(), s.negativeTTL.String(),
-		s.maxConcurrent,
-		s.actorKind, s.actorPath, s.actorHeader, s.actorTokenType, s.actorScopes, s.issuer,
-		s.allowInsecure,
-		s.clientKeyFile, s.clientCertFile, s.clientAssertionFile, s.clientAssertionAlg, s.clientKeyID,
-		s.clientAssertionAudience, s.tokenEndpointCAFile, s.clientFilesHash,
-		redisURL(s.sharedCache), s.sharedCachePasswordFile, s.sharedCacheTimeout.String(), s.sharedCacheCAFile,
-	}
-	// json.Marshal sorts map keys and quotes every string, so the encoding is unambiguous.
-	b, _ := json.Marshal(fields)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }

@@ -2,6 +2,7 @@ package oboexchange
 
 import (
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -93,7 +94,7 @@ func TestReloadKeepsEveryCache(t *testing.T) {
 	load := func() {
 		for i := range releases {
 			c := testConfig(ts.url())
-			c.Audience = []string{"reload-all-" + itoa(i)}
+			c.Audience = []string{"reload-all-" + strconv.Itoa(i)}
 			m, release := newReloadable(t, c)
 			releases[i] = release
 			x := m.x
@@ -131,7 +132,7 @@ func TestIdleExchangersBounded(t *testing.T) {
 	var released []*exchanger
 	for i := 0; i < maxIdle+5; i++ {
 		c := testConfig(ts.url())
-		c.Audience = []string{"reload-" + itoa(i)}
+		c.Audience = []string{"reload-" + strconv.Itoa(i)}
 		m, release := newReloadable(t, c)
 		release() // waits: every release must have happened before the sweep
 		released = append(released, m.x)

@@ -15,8 +15,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/oboexchange/oboexchange/internal/resp"
+	"github.com/oboexchange/oboexchange/internal/watch"
 )
 
 // The shared cache: an optional second tier on Redis or Valkey, so that the replicas of a Traefik
@@ -49,11 +53,19 @@ const (
 // sharedCache is the Redis tier of one exchanger. A nil *sharedCache is a disabled tier: every
 // method does nothing, so the exchanger calls them without checking.
 type sharedCache struct {
-	client      *redisClient
+	client      *resp.Client
+	password    *watch.File // sharedCachePasswordFile; nil: no AUTH
+	ca          *watch.File // sharedCacheCAFile; nil: the system's roots
 	fingerprint []byte
 	writes      chan struct{} // one token per background write in progress
 	breaker     breaker
 	dropped     atomic.Int64 // writes dropped past maxSharedWrites (tests)
+
+	// fileProblem is a password or CA file that could no longer be read (the last good content
+	// is used), logged once by report.
+	filesMu      sync.Mutex
+	fileProblem  string
+	fileReported bool
 }
 
 // newSharedCache returns the tier for the settings, or nil when sharedCache is not set. It does
@@ -62,26 +74,29 @@ func newSharedCache(s *settings, fingerprint string) *sharedCache {
 	if s.sharedCache == nil {
 		return nil
 	}
+	sc := &sharedCache{fingerprint: []byte(fingerprint), writes: make(chan struct{}, maxSharedWrites)}
+	sc.breaker.pause = breakerPause
 	u := s.sharedCache
 	db, _ := strconv.Atoi(strings.TrimPrefix(u.Path, "/"))
-	c := &redisClient{
-		addr:    u.Host,
-		useTLS:  u.Scheme == "rediss",
-		host:    u.Hostname(),
-		db:      db,
-		timeout: s.sharedCacheTimeout,
+	o := resp.Options{
+		Addr:       u.Host,
+		TLS:        u.Scheme == "rediss",
+		ServerName: u.Hostname(),
+		DB:         db,
+		Timeout:    s.sharedCacheTimeout,
 	}
 	if u.User != nil {
-		c.user = u.User.Username()
+		o.User = u.User.Username()
 	}
 	if s.sharedCachePasswordFile != "" {
-		c.password = newWatchedFile("sharedCachePasswordFile", s.sharedCachePasswordFile, parseSecret)
+		sc.password = watch.New("sharedCachePasswordFile", s.sharedCachePasswordFile, watch.Secret)
+		o.Password = func() (string, error) { return sc.readPassword() }
 	}
 	if s.sharedCacheCAFile != "" {
-		c.ca = newWatchedFile("sharedCacheCAFile", s.sharedCacheCAFile, parseCABundle)
+		sc.ca = watch.New("sharedCacheCAFile", s.sharedCacheCAFile, parseCAFile)
+		o.RootCAs = func() (*x509.CertPool, error) { return sc.readCA() }
 	}
-	sc := &sharedCache{client: c, fingerprint: []byte(fingerprint), writes: make(chan struct{}, maxSharedWrites)}
-	sc.breaker.pause = breakerPause
+	sc.client = resp.New(o)
 	return sc
 }
 
@@ -91,22 +106,61 @@ func (s *sharedCache) load() error {
 	if s == nil {
 		return nil
 	}
-	for _, f := range []*watchedFile{s.client.password, s.client.ca} {
+	for _, f := range []*watch.File{s.password, s.ca} {
 		if f == nil {
 			continue
 		}
-		if err := f.load(); err != nil {
+		if err := f.Load(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// readPassword reads the password file for a new connection; on an error, the last good password
+// is returned with it, and the problem noted for report.
+func (s *sharedCache) readPassword() (string, error) {
+	v, err := s.password.Get()
+	s.noteFile(err)
+	password, _ := v.(string)
+	return password, err
+}
+
+// readCA reads the CA file for a new TLS connection, as readPassword does the password.
+func (s *sharedCache) readCA() (*x509.CertPool, error) {
+	v, err := s.ca.Get()
+	s.noteFile(err)
+	pool, _ := v.(*x509.CertPool)
+	return pool, err
+}
+
+// noteFile records whether a watched file could be read.
+func (s *sharedCache) noteFile(err error) {
+	s.filesMu.Lock()
+	defer s.filesMu.Unlock()
+	if err == nil {
+		s.fileProblem, s.fileReported = "", false
+		return
+	}
+	s.fileProblem = err.Error()
+}
+
+// takeFileProblem returns a file problem the first time it is seen, for one log line.
+func (s *sharedCache) takeFileProblem() string {
+	s.filesMu.Lock()
+	defer s.filesMu.Unlock()
+	if s.fileProblem == "" || s.fileReported {
+		return ""
+	}
+	s.fileReported = true
+	return s.fileProblem
+}
+
 // close is called when the exchanger is dropped: no new operation starts, and the background
 // writes in progress end within their deadline.
 func (s *sharedCache) close() {
 	if s != nil {
-		s.client.close()
+		s.client.Close()
 	}
 }
 
@@ -119,7 +173,7 @@ func (s *sharedCache) lookup(token string, subjectExp time.Time, log *logger) *e
 		return nil
 	}
 	redisKey, sealKey := s.keys(token)
-	value, err := s.client.get(redisKey)
+	value, err := s.client.Get(redisKey)
 	s.report(err, value != nil, log)
 	if err != nil || value == nil {
 		return nil
@@ -171,7 +225,7 @@ func (s *sharedCache) store(token, header string, ttl time.Duration, now time.Ti
 // write is one background write; it gives its place back when done.
 func (s *sharedCache) write(key string, value []byte, ttl time.Duration, log *logger) {
 	defer func() { <-s.writes }()
-	s.report(s.client.set(key, value, ttl), true, log)
+	s.report(s.client.Set(key, value, ttl), true, log)
 }
 
 // report feeds the outcome of an operation to the breaker and logs what changed: one warning when
@@ -180,7 +234,7 @@ func (s *sharedCache) write(key string, value []byte, ttl time.Duration, log *lo
 // shows that Redis works (a read-only replica or a full server answers reads, and refuses every
 // write). The password and the ACL user are never part of an error.
 func (s *sharedCache) report(err error, useful bool, log *logger) {
-	if problem := s.client.takeFileProblem(); problem != "" {
+	if problem := s.takeFileProblem(); problem != "" {
 		log.log(levelWarn, "shared cache: a password or CA file could not be read again; the last good one is used", "error", problem)
 	}
 	switch {
@@ -188,12 +242,12 @@ func (s *sharedCache) report(err error, useful bool, log *logger) {
 		if s.breaker.success(useful) {
 			log.log(levelInfo, "shared cache reachable again")
 		}
-	case err == errRedisBusy || err == errRedisClosed:
+	case err == resp.ErrBusy || err == resp.ErrClosed:
 		s.breaker.abandon()
 	default:
 		if s.breaker.failure(time.Now()) {
 			log.log(levelWarn, "shared cache unavailable; serving from memory and exchanging until it answers again",
-				"error", truncate(err.Error(), 200), "retry_every", s.breaker.pause.String())
+				"error", err.Error(), "retry_every", s.breaker.pause.String())
 		}
 	}
 }
@@ -272,6 +326,11 @@ type breaker struct {
 	openUntil atomic.Int64 // Unix nanoseconds; 0 while closed
 	probing   atomic.Bool
 	down      atomic.Bool // the outage was logged
+}
+
+// up reports whether the shared cache is in use: not skipped after failures (metrics).
+func (s *sharedCache) up() bool {
+	return s.breaker.openUntil.Load() == 0
 }
 
 // allow says whether an operation may go to Redis now.
@@ -384,15 +443,6 @@ func parseRedisURL(raw string, hasPassword bool) (*url.URL, error) {
 		u.Host = net.JoinHostPort(u.Hostname(), "6379")
 	}
 	return u, nil
-}
-
-// parseCABundle reads sharedCacheCAFile: one or more PEM certificates.
-func parseCABundle(data []byte) (interface{}, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return pool, nil
 }
 
 // redisURL is the sharedCache URL as the fingerprint holds it; empty for memory only.

@@ -2,6 +2,7 @@ package oboexchange
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -214,7 +215,7 @@ func TestThrottledTokenEndpoint(t *testing.T) {
 			if b.count() != 2 {
 				t.Errorf("backend calls = %d, want 2", b.count())
 			}
-			if !strings.Contains(logs.String(), "level=warn") || !strings.Contains(logs.String(), "the token endpoint throttles (HTTP "+itoa(tc.status)+")") {
+			if !strings.Contains(logs.String(), "level=warn") || !strings.Contains(logs.String(), "the token endpoint throttles (HTTP "+strconv.Itoa(tc.status)+")") {
 				t.Errorf("no warning for the throttling answer:\n%s", logs.String())
 			}
 		})

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/oboexchange/oboexchange/internal/jose"
 )
 
 const (
@@ -86,6 +88,16 @@ func (c *endpointClient) client(m tlsMaterial) *http.Client {
 	return c.http
 }
 
+// tokenURL is the token endpoint of the next request: the configured one, or the one discovery
+// reads from the issuer's metadata, with the client these credentials' TLS material needs (the
+// CAs of tokenEndpointCAFile verify the issuer too).
+func (c *endpointClient) tokenURL(cred credentials, log *logger) (string, *failure) {
+	if c.discovery == nil {
+		return c.url, nil
+	}
+	return c.discovery.tokenEndpoint(c.client(cred.tls()), log)
+}
+
 // closeIdle closes the idle connections, when the exchanger is dropped.
 func (c *endpointClient) closeIdle() {
 	c.httpMu.Lock()
@@ -123,9 +135,6 @@ func staticForm(s *settings) string {
 		if s.requestedTokenType != "" {
 			v.Set("requested_token_type", s.requestedTokenType)
 		}
-		if s.actorKind != "" {
-			v.Set("actor_token_type", s.actorTokenType)
-		}
 	}
 	if len(s.scopes) > 0 {
 		v.Set("scope", strings.Join(s.scopes, " "))
@@ -133,18 +142,14 @@ func staticForm(s *settings) string {
 	return v.Encode()
 }
 
-// exchange trades the subject token, with the actor token when there is one, for a new token at
-// the endpoint.
-func (c *endpointClient) exchange(endpoint, subjectToken, actorToken string, cred credentials) (tokenResult, *failure) {
+// exchange trades the subject token for a new token at the endpoint; actorParams are the encoded
+// actor_token and actor_token_type of a delegation, or "" (see actorSource.param).
+func (c *endpointClient) exchange(endpoint, subjectToken, actorParams string, cred credentials) (tokenResult, *failure) {
 	param := "&subject_token="
 	if c.flow == flowEntra {
 		param = "&assertion="
 	}
-	form := c.form + param + url.QueryEscape(subjectToken)
-	if actorToken != "" {
-		form += "&actor_token=" + url.QueryEscape(actorToken)
-	}
-	return c.post(endpoint, form, cred, c.flow)
+	return c.post(endpoint, c.form+param+url.QueryEscape(subjectToken)+actorParams, cred, c.flow)
 }
 
 // post sends one grant's form with the client authentication and reads the answer; flow says which
@@ -277,7 +282,7 @@ func parseTokenResponse(status int, body []byte, flow, requested string) (tokenR
 		return tokenResult{}, failExchange(outcomeMalformedAnswer, "expires_in is not a number of seconds")
 	}
 	res := tokenResult{header: "Bearer " + r.AccessToken, expiresIn: expiresIn}
-	if exp, ok := jwtExpiry(r.AccessToken); ok {
+	if exp, ok := jose.Expiry(r.AccessToken); ok {
 		res.exp = exp
 	}
 	return res, nil
@@ -373,13 +378,4 @@ func parseExpiresIn(n json.Number) (time.Duration, bool) {
 		seconds = maxExpiresIn
 	}
 	return time.Duration(seconds * float64(time.Second)), true
-}
-
-// visibleASCII holds the characters 0x21 to 0x7e.
-const visibleASCII = "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
-
-// isVisibleASCII reports whether s holds only characters 0x21 to 0x7e, so it can be written into
-// a header without splitting it. strings.Trim runs native (see isB64Token).
-func isVisibleASCII(s string) bool {
-	return strings.Trim(s, visibleASCII) == ""
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -215,33 +216,42 @@ func Example(name string, replace map[string]string) (string, error) {
 	return s, nil
 }
 
-// CopyPlugin copies what Traefik loads of a plugin (the package's Go files, go.mod, the manifest)
-// from the folder src to dst.
+// CopyPlugin copies what Traefik loads of a plugin from the folder src to dst: the Go files of
+// the package and of its sub-packages (internal/...), without tests, with go.mod and the manifest.
+// The folders that hold no plugin code (e2e, examples, docs, testdata) are left out.
 func CopyPlugin(src, dst string) error {
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	root := src
-	entries, err := os.ReadDir(root)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		name := e.Name()
-		keep := name == "go.mod" || name == ".traefik.yml" || (strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go"))
-		if e.IsDir() || !keep {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(root, name))
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dst, name), b, 0o644); err != nil {
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
 			return err
 		}
-	}
-	return nil
+		name := d.Name()
+		if d.IsDir() {
+			if rel != "." && (strings.HasPrefix(name, ".") || skippedDirs[name]) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		keep := (rel == "go.mod" || rel == ".traefik.yml") || (strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go"))
+		if !keep {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(rel)), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
 }
+
+// skippedDirs hold no plugin code.
+var skippedDirs = map[string]bool{"e2e": true, "examples": true, "docs": true, "testdata": true, "node_modules": true, "bin": true}
 
 // WriteDynamic writes a file of the dynamic configuration atomically (Traefik watches the folder).
 func (t *Traefik) WriteDynamic(name, content string) error {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/oboexchange/oboexchange"
 	"github.com/oboexchange/oboexchange/e2e/env"
+	"github.com/oboexchange/oboexchange/e2e/internal/catalog"
 	"github.com/oboexchange/oboexchange/e2e/internal/load"
 )
 
@@ -73,7 +74,7 @@ func missCostByMethod(gopath string, rounds int) error {
 		options["tokenEndpointCAFile"] = files.ca
 		options["cacheMaxEntries"] = "1000000"
 		options["logLevel"] = "off"
-		if interpreted[i], err = loadPlugin(gopath, env.PluginModule, "oboexchange", options, next); err != nil {
+		if interpreted[i], err = catalog.Load(gopath, env.PluginModule, "oboexchange", options, next, os.Environ()); err != nil {
 			return fmt.Errorf("%s under Yaegi: %w", m.name, err)
 		}
 		if compiled[i], err = loadCompiled(options, next); err != nil {

@@ -1,65 +1,20 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"strconv"
 	"time"
 
-	"github.com/mitchellh/mapstructure"
-	"github.com/traefik/yaegi/interp"
-	"github.com/traefik/yaegi/stdlib"
-
 	"github.com/oboexchange/oboexchange/e2e/env"
+	"github.com/oboexchange/oboexchange/e2e/internal/catalog"
 	"github.com/oboexchange/oboexchange/e2e/internal/load"
 )
-
-// loadPlugin loads a plugin the way Traefik does (pkg/plugins/middlewareyaegi.go): one
-// interpreter with the standard library symbols and a GOPATH holding the sources, CreateConfig
-// then mapstructure with Traefik's decoder settings, then New, all through the interpreter.
-func loadPlugin(gopath, module, pkg string, options map[string]interface{}, next http.Handler) (http.Handler, error) {
-	i := interp.New(interp.Options{GoPath: gopath, Env: os.Environ()})
-	if err := i.Use(stdlib.Symbols); err != nil {
-		return nil, err
-	}
-	if _, err := i.Eval(`import "` + module + `"`); err != nil {
-		return nil, fmt.Errorf("import %s: %w", module, err)
-	}
-	fnNew, err := i.Eval(pkg + ".New")
-	if err != nil {
-		return nil, err
-	}
-	fnCreateConfig, err := i.Eval(pkg + ".CreateConfig")
-	if err != nil {
-		return nil, err
-	}
-	cfg := fnCreateConfig.Call(nil)[0]
-	if len(options) > 0 {
-		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-			DecodeHook:       mapstructure.StringToSliceHookFunc(","),
-			WeaklyTypedInput: true,
-			Result:           cfg.Interface(),
-		})
-		if err != nil {
-			return nil, err
-		}
-		if err := dec.Decode(options); err != nil {
-			return nil, err
-		}
-	}
-	out := fnNew.Call([]reflect.Value{reflect.ValueOf(context.Background()), reflect.ValueOf(next), cfg, reflect.ValueOf("bench")})
-	if err, _ := out[1].Interface().(error); err != nil {
-		return nil, err
-	}
-	return out[0].Interface().(http.Handler), nil
-}
 
 // gopathWithPlugins lays out the plugins' sources the way yaegi expects them.
 func gopathWithPlugins() (string, error) {
@@ -104,15 +59,15 @@ func inProcess(rounds, ops int, memEntries int) error {
 		"tokenEndpoint": idp.URL + "/token", "clientId": "gateway", "clientSecret": "s", "audience": "api://orders",
 	}
 
-	null, err := loadPlugin(gopath, "github.com/oboexchange/nullplugin", "nullplugin", nil, next)
+	null, err := catalog.Load(gopath, "github.com/oboexchange/nullplugin", "nullplugin", nil, next, os.Environ())
 	if err != nil {
 		return err
 	}
-	rewrite, err := loadPlugin(gopath, "github.com/oboexchange/rewriteplugin", "rewriteplugin", nil, next)
+	rewrite, err := catalog.Load(gopath, "github.com/oboexchange/rewriteplugin", "rewriteplugin", nil, next, os.Environ())
 	if err != nil {
 		return err
 	}
-	oboHandler, err := loadPlugin(gopath, env.PluginModule, "oboexchange", obo, next)
+	oboHandler, err := catalog.Load(gopath, env.PluginModule, "oboexchange", obo, next, os.Environ())
 	if err != nil {
 		return err
 	}
@@ -163,10 +118,10 @@ func inProcess(rounds, ops int, memEntries int) error {
 	}
 	t.Print()
 
-	missHandler, err := loadPlugin(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
+	missHandler, err := catalog.Load(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
 		"tokenEndpoint": idp.URL + "/token", "clientId": "gateway-miss", "clientSecret": "s", "audience": "api://orders",
 		"cacheMaxEntries": "20000",
-	}, next)
+	}, next, os.Environ())
 	if err != nil {
 		return err
 	}
@@ -220,10 +175,10 @@ func timeServe(h http.Handler, tokens []string, ops int) (float64, float64) {
 // cacheMemory fills a cache of n entries through ServeHTTP under Yaegi and reports the heap it
 // takes per entry, less the exchanged token itself.
 func cacheMemory(gopath, idpURL string, next http.Handler, n int) error {
-	h, err := loadPlugin(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
+	h, err := catalog.Load(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
 		"tokenEndpoint": idpURL + "/token", "clientId": "gateway-mem", "clientSecret": "s", "audience": "api://mem",
 		"cacheMaxEntries": strconv.Itoa(n),
-	}, next)
+	}, next, os.Environ())
 	if err != nil {
 		return err
 	}
@@ -289,10 +244,10 @@ func redisHitPlugin(gopath, idpURL string, next http.Handler, tokens []string) (
 	if err != nil {
 		return nil, nil, err
 	}
-	h, err := loadPlugin(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
+	h, err := catalog.Load(gopath, env.PluginModule, "oboexchange", map[string]interface{}{
 		"tokenEndpoint": idpURL + "/token", "clientId": "gateway-redis", "clientSecret": "s", "audience": "api://orders",
 		"sharedCache": "redis://" + redis.Addr + "/0", "cacheMaxEntries": "0",
-	}, next)
+	}, next, os.Environ())
 	if err == nil {
 		for u, tok := range tokens {
 			if status := serve(h, tok); status != 0 {

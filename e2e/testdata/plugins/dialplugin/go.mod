@@ -1,0 +1,3 @@
+module github.com/oboexchange/dialplugin
+
+go 1.22
