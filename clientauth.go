@@ -467,6 +467,7 @@ func joinForm(form, more string) string {
 func newHTTPClient(m tlsMaterial) *http.Client {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 32
+	transport.MaxResponseHeaderBytes = maxResponseHeaders
 	if m.cert != nil || m.roots != nil {
 		config := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.roots}
 		if m.cert != nil {

@@ -22,8 +22,11 @@ const (
 	// access token (see checkTokenType).
 	grantClientCredentials = "client_credentials"
 
-	// maxResponseBody bounds what is read from the token endpoint.
+	// maxResponseBody bounds what is read from the token endpoint, and from the issuer's metadata.
 	maxResponseBody = 1 << 20
+	// maxResponseHeaders bounds the headers of those answers: Go's default of 10 MiB would let
+	// each of maxConcurrentExchanges answers hold that much. 64 KiB is ample for any real server.
+	maxResponseHeaders = 64 << 10
 
 	// maxExpiresIn caps a lifetime the server states (one year), far from time.Duration overflow.
 	maxExpiresIn = 365 * 24 * 3600
@@ -199,6 +202,9 @@ func (c *endpointClient) attempt(ctx context.Context, endpoint, form string, cre
 		if ctx.Err() != nil {
 			return tokenResult{}, failTimeout("no answer within the timeout"), false
 		}
+		if isHeaderOverflow(err) {
+			return tokenResult{}, failExchange(outcomeMalformedAnswer, "the answer's headers are larger than 64 KiB"), false
+		}
 		return tokenResult{}, failExchange(outcomeServerError, "request failed: "+err.Error()), true
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
@@ -217,6 +223,12 @@ func (c *endpointClient) attempt(ctx context.Context, endpoint, form string, cre
 	}
 	res, f := parseTokenResponse(resp.StatusCode, body, flow, c.requestedTokenType)
 	return res, f, f != nil && resp.StatusCode >= 500
+}
+
+// isHeaderOverflow reports whether the server's answer had more headers than maxResponseHeaders.
+// net/http says so only in the error's text.
+func isHeaderOverflow(err error) bool {
+	return strings.Contains(err.Error(), "server response headers exceeded")
 }
 
 // newRequest builds the POST of a grant's form (the exchange's, or that of another grant) to the

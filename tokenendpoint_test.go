@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -336,6 +337,44 @@ func TestNoRetryOnClientError(t *testing.T) {
 	wantStatus(t, call(h, "Bearer "+userToken), 502)
 	if ts.count() != 1 {
 		t.Errorf("calls = %d, want 1", ts.count())
+	}
+}
+
+// An answer with more than 64 KiB of headers is refused as it arrives (Go's default would read 10
+// MiB of them): 502, not retried, and the headers of the token endpoint and of the issuer's
+// metadata are both bounded.
+func TestOversizedHeaders(t *testing.T) {
+	logs := captureLogs(t)
+	big := func(w http.ResponseWriter) {
+		for i := 0; i < 100; i++ {
+			w.Header().Add("X-Padding", strings.Repeat("p", 1024))
+		}
+	}
+	ts := newTokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		big(w)
+		issue(exchangedToken, 3600)(w, r)
+	})
+	h, _ := newTestMiddleware(t, testConfig(ts.url()))
+	wantStatus(t, call(h, "Bearer "+userToken), 502)
+	if ts.count() != 1 {
+		t.Errorf("calls = %d, want 1 (not retried)", ts.count())
+	}
+	if !strings.Contains(logs.String(), "headers are larger than 64 KiB") {
+		t.Errorf("the log does not say why:\n%s", logs.String())
+	}
+
+	issuer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		big(w)
+		answer(w, 200, `{"issuer":"http://`+r.Host+`","token_endpoint":"`+ts.url()+`"}`)
+	}))
+	t.Cleanup(func() { issuer.Close() })
+	c := testConfig("")
+	c.Issuer = issuer.URL
+	c.Audience = []string{"oversized-metadata-headers"}
+	h, _ = newTestMiddleware(t, c)
+	wantStatus(t, call(h, "Bearer "+userToken), 502)
+	if ts.count() != 1 {
+		t.Errorf("the discovered endpoint was called: calls = %d", ts.count())
 	}
 }
 
